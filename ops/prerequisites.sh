@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Makes a fresh machine ready to build and test: the Rust components the checks need, a reachable
+# Docker, and the PostgreSQL image (pulled, or built from Debian packages when no registry answers).
+# Safe to run again: each step is skipped when its result is already there.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'prerequisites: %s\n' "$*" >&2; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+command -v cargo >/dev/null || { log "error: Rust is not installed; see https://rustup.rs"; exit 1; }
+if command -v rustup >/dev/null; then
+    for component in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+    done
+fi
+
+# The harness needs Docker unless the tests are pointed at an existing server.
+if [[ -n "${DEMO_TEST_DATABASE_URL:-}" ]]; then
+    log "tests use the PostgreSQL server in DEMO_TEST_DATABASE_URL"
+    exit 0
+fi
+if ! docker info >/dev/null 2>&1; then
+    log "error: Docker is not reachable. Start the Docker daemon (e.g. 'sudo systemctl start docker'),"
+    log "       or set DEMO_TEST_DATABASE_URL to an existing PostgreSQL server."
+    exit 1
+fi
+image="${DEMO_POSTGRES_IMAGE:-postgres:15-bookworm}"
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+    log "pulling $image"
+    if ! docker pull --quiet "$image" >/dev/null 2>&1; then
+        log "no registry answered; building $image from Debian packages"
+        as_root env DEMO_POSTGRES_IMAGE="$image" ops/postgres-image/build.sh
+    fi
+fi

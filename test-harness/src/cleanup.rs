@@ -57,9 +57,8 @@ fn register_exit_hook() {
             cleanup.run();
         }
     }
-    // SAFETY: `atexit` only stores the function pointer; `run_cleanup` is a plain `extern "C" fn`
-    // that never unwinds across the FFI boundary (it catches nothing and every step is infallible
-    // or has its error ignored).
+    // SAFETY: `atexit` only stores the function pointer. `run_cleanup` ignores every error rather
+    // than panicking, and a panic could not unwind out of an `extern "C" fn` anyway (it aborts).
     unsafe {
         libc::atexit(run_cleanup);
     }
@@ -74,12 +73,12 @@ impl Cleanup {
             return;
         }
         if let Some(server) = self.external_server {
-            drop_databases(server, self.databases);
+            drop_databases(server, &self.databases);
         }
     }
 }
 
-fn drop_databases(server: PgConnectOptions, databases: Vec<String>) {
+fn drop_databases(server: PgConnectOptions, databases: &[String]) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -16,6 +16,7 @@
 //! ```
 
 mod cleanup;
+pub mod process;
 mod server;
 
 use std::collections::HashMap;
@@ -179,4 +180,12 @@ fn sanitize(name: &str) -> String {
 /// An administrative connection to the server, for tests that create roles or inspect the cluster.
 pub async fn admin_connection() -> Result<PgConnection, HarnessError> {
     server::shared()?.admin_connection().await
+}
+
+/// A `postgres://` URL for the database `pool` is connected to, for a child process that must
+/// reach the same database (for example to prepare a template with a real binary).
+pub fn url_of(pool: &PgPool) -> Result<String, HarnessError> {
+    let server = server::shared()?;
+    let options = pool.connect_options();
+    Ok(server.database_url(options.get_database().unwrap_or("postgres")))
 }

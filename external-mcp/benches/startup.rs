@@ -4,9 +4,7 @@
 //!
 //! `cargo bench -p external-mcp --bench startup` (prints figures; asserts nothing).
 
-#[path = "../tests/it/backend.rs"]
-#[allow(dead_code)]
-mod backend;
+use test_harness::backend;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -2,4 +2,20 @@
 //!
 //! It reads PostgreSQL directly for data-intensive work, trusts only internal service credentials,
 //! and performs privileged operations through demo-backend's domain layer (see ARCHITECTURE.md).
-//! Its capabilities arrive with its own issue; until then this crate holds no code.
+
+pub mod analytics;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod database;
+pub mod error;
+pub mod operations;
+pub mod reader;
+pub mod schema;
+pub mod server;
+
+pub use app::{AppState, router, serve};
+pub use config::Config;
+pub use error::Error;

@@ -79,6 +79,14 @@ impl Cleanup {
 }
 
 fn drop_databases(server: PgConnectOptions, databases: &[String]) {
+    // On a thread of its own: at exit the main thread's thread-locals (tokio's among them) may
+    // already be gone.
+    let databases = databases.to_vec();
+    let worker = std::thread::spawn(move || drop_databases_now(server, &databases));
+    let _ = worker.join();
+}
+
+fn drop_databases_now(server: PgConnectOptions, databases: &[String]) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod backend;
 mod cleanup;
 pub mod process;
 mod server;

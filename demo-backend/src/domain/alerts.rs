@@ -93,22 +93,26 @@ impl Tenant {
         .ok_or_else(|| DomainError::NotFound(format!("no alert with id {id}")))
     }
 
-    /// Acknowledges every firing, unacknowledged alert of a service as the acting user; returns
-    /// the ids acknowledged. Resolved or already acknowledged alerts are left as they are.
+    /// Acknowledges, as the acting user, those of `alert_ids` that are alerts of the service and
+    /// still firing and unacknowledged; returns the ids acknowledged. The others (resolved since,
+    /// already acknowledged, another service's) are left as they are, so a caller that planned
+    /// the change never acts on alerts it did not show.
     pub async fn acknowledge_service_alerts(
         &self,
         service_id: Uuid,
+        alert_ids: &[Uuid],
     ) -> Result<Vec<Uuid>, DomainError> {
         self.ensure_services_exist(&[service_id]).await?;
         let ids = sqlx::query_scalar(
             "UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $3
-              WHERE organization_id = $1 AND service_id = $2
+              WHERE organization_id = $1 AND service_id = $2 AND id = ANY ($4)
                 AND state = 'firing' AND acknowledged_at IS NULL
               RETURNING id",
         )
         .bind(self.organization_id())
         .bind(service_id)
         .bind(self.actor_id())
+        .bind(alert_ids)
         .fetch_all(&self.db)
         .await?;
         Ok(ids)

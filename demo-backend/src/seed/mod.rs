@@ -180,6 +180,18 @@ pub async fn seed(db: &PgPool, options: &SeedOptions) -> anyhow::Result<SeedRepo
     write::incident_events(&mut transaction, &all_events, &mut counts).await?;
     write::next_incident_numbers(&mut transaction, &organizations).await?;
     transaction.commit().await.context("commit the seed")?;
+    // Fresh planner statistics for the tables just filled, as autovacuum would gather later:
+    // query plans (and internal-mcp's cost limit) rely on them.
+    sqlx::query("ANALYZE")
+        .execute(db)
+        .await
+        .context("analyze the seeded tables")?;
+    // Fresh planner statistics for the tables just filled, as autovacuum would gather later:
+    // query plans (and internal-mcp's cost limit) rely on them.
+    sqlx::query("ANALYZE")
+        .execute(db)
+        .await
+        .context("analyze the seeded tables")?;
 
     let report = SeedReport {
         organizations: seeded,

@@ -1,4 +1,7 @@
 //! End-to-end tests: the real binaries as child processes, PostgreSQL from the harness, real
 //! HTTP. One test binary for the crate keeps link times down.
 
+mod architecture;
 mod backend_binary;
+mod external_path;
+mod internal_path;

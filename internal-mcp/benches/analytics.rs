@@ -1,0 +1,333 @@
+//! Benchmark: one analytics question, "which deploy caused the checkout error spike?", answered
+//! over real HTTP (a) by internal-mcp's `correlate_incident` and (b) through external-mcp's tools
+//! the way a model would chain them (get_incident, list_deployments, then metric_summary before and
+//! after each deployment), at the 10-million-sample scale. Prints p50/p99; asserts nothing about time.
+//!
+//! `cargo bench -p internal-mcp --bench analytics` (PostgreSQL from the test harness, like the
+//! tests). `BENCH_SCALE` (default 5, about 10 million samples over 7 days) and `BENCH_QUERIES`
+//! (default 30) tune it. The external path runs the `external-mcp` binary (built on first use)
+//! against demo-backend's REST API in process; if it cannot be built or started, that half is
+//! reported as skipped.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use demo_backend::domain::kinds::Role;
+use demo_backend::http::{self, RateLimit};
+use demo_backend::seed::{self, SeedOptions};
+use internal_mcp::auth::{CredentialRequest, mint_credential};
+use internal_mcp::config::{Config, Endpoint, SigningKey};
+use internal_mcp::{AppState, serve};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+type Client = RunningService<RoleClient, ()>;
+
+const READER_PASSWORD: &str = "internal-mcp-bench-reader";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let scale: u32 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(5);
+    let queries: usize = std::env::var("BENCH_QUERIES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(30);
+    // A fixed Thursday afternoon: the story's deploy then lands on Tuesday at 16:00 UTC, in the
+    // busy release hours, so the question has the other deployments of that afternoon to sift.
+    let until = Utc
+        .with_ymd_and_hms(2025, 6, 12, 16, 0, 0)
+        .single()
+        .expect("a valid time");
+
+    let database = test_harness::database(&format!("internal-mcp-bench-{scale}"), async |pool| {
+        demo_backend::MIGRATOR.run(pool).await
+    })
+    .await;
+    let options = SeedOptions {
+        scale,
+        ..SeedOptions::new(until)
+    };
+    let report = seed::seed(&database.pool, &options).await?;
+    sqlx::query("ANALYZE").execute(&database.pool).await?;
+    println!(
+        "seed --scale {scale}: {} samples in {:.1} s",
+        report.metric_samples,
+        report.elapsed.as_secs_f64()
+    );
+    let mut admin = test_harness::admin_connection().await?;
+    sqlx::query(&format!(
+        "ALTER ROLE internal_mcp_reader LOGIN PASSWORD '{READER_PASSWORD}'"
+    ))
+    .execute(&mut admin)
+    .await?;
+
+    let story = seed::stories(&options)
+        .into_iter()
+        .find(|story| story.organization_slug == "acme")
+        .expect("acme's story");
+    let (organization_id, user_id, number): (Uuid, Uuid, i32) = sqlx::query_as(
+        "SELECT o.id, u.id, i.number FROM organizations o
+           JOIN users u ON u.organization_id = o.id AND u.role = 'viewer'
+           JOIN incidents i ON i.organization_id = o.id AND i.title = $1
+          WHERE o.slug = 'acme'",
+    )
+    .bind(story.incident_title)
+    .fetch_one(&database.pool)
+    .await?;
+    let incident = format!("INC-{number}");
+    println!(
+        "question: which deploy caused {incident} ({})? expected answer: {} {}",
+        story.incident_title, story.service, story.bad_version
+    );
+
+    // (a) internal-mcp.
+    let key = SigningKey::new(b"internal-mcp bench signing key, 32+ bytes".to_vec())?;
+    let reader = database
+        .connect_options
+        .clone()
+        .username("internal_mcp_reader")
+        .password(READER_PASSWORD);
+    let config = Config::new(database.connect_options.clone(), reader, key.clone());
+    let state = AppState::connect(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (_stop_internal, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let credential = mint_credential(
+        &key,
+        &CredentialRequest {
+            issuer: "internal-host".into(),
+            user_id,
+            organization_id,
+            role: Role::Viewer,
+            lifetime: Duration::from_secs(600),
+        },
+    )?;
+    let internal = connect(
+        &format!("http://{address}{}", Endpoint::All.path()),
+        &credential,
+    )
+    .await?;
+    let mut latencies = Vec::with_capacity(queries);
+    let mut answer = String::new();
+    for _ in 0..queries {
+        let started = Instant::now();
+        let result = call(
+            &internal,
+            "correlate_incident",
+            json!({ "incident": incident }),
+        )
+        .await?;
+        latencies.push(started.elapsed());
+        let top = &structured(&result)?["suspects"][0];
+        answer = format!(
+            "{} {}",
+            top["service"].as_str().unwrap_or("?"),
+            top["version"].as_str().unwrap_or("?")
+        );
+    }
+    print_latencies(
+        "internal-mcp correlate_incident (1 tool call)",
+        &mut latencies,
+        &answer,
+    );
+
+    // (b) external-mcp's tools over the public REST API.
+    let token = report.organizations[0]
+        .users
+        .iter()
+        .find(|user| user.role == Role::Viewer)
+        .map(|user| user.token.expose().to_owned())
+        .expect("a seeded viewer");
+    match bench_external(database.pool.clone(), &token, &incident, queries).await {
+        Ok(()) => {}
+        Err(error) => println!("external-mcp path skipped: {error:#}"),
+    }
+    Ok(())
+}
+
+async fn bench_external(
+    pool: sqlx::PgPool,
+    token: &str,
+    incident: &str,
+    queries: usize,
+) -> anyhow::Result<()> {
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_address = api_listener.local_addr()?;
+    let (_stop_api, stopped) = oneshot::channel::<()>();
+    let limit = RateLimit {
+        per_minute: 1_000_000,
+        burst: 1_000_000,
+    };
+    tokio::spawn(http::serve(
+        api_listener,
+        http::AppState::new(pool, limit),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let binary = test_harness::process::binary("external-mcp");
+    let port = test_harness::process::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let api_url = format!("http://{api_address}");
+    let _external = test_harness::process::spawn(
+        &binary,
+        &["--transport", "http", "--listen", &listen],
+        &[("DEMO_API_URL", api_url.as_str()), ("RUST_LOG", "warn")],
+    );
+    let client = wait_for_client(&format!("http://{listen}/mcp"), token).await?;
+
+    let mut latencies = Vec::with_capacity(queries);
+    let mut answer = String::new();
+    let mut tool_calls = 0;
+    for _ in 0..queries {
+        let started = Instant::now();
+        let (found, calls) = answer_through_external_tools(&client, incident).await?;
+        latencies.push(started.elapsed());
+        answer = found;
+        tool_calls = calls;
+    }
+    print_latencies(
+        &format!("external-mcp tools ({tool_calls} tool calls)"),
+        &mut latencies,
+        &answer,
+    );
+    Ok(())
+}
+
+/// The chain a model would run with external-mcp: the incident, the deployments of the three hours
+/// before it, and each deployment's error rate in the hour before against the half hour after.
+async fn answer_through_external_tools(
+    client: &Client,
+    incident: &str,
+) -> anyhow::Result<(String, usize)> {
+    let mut calls = 1;
+    let view = structured(&call(client, "get_incident", json!({ "incident": incident })).await?)?;
+    let opened_at = parse_time(&view["opened_at"])?;
+    let window_start = opened_at - chrono::Duration::hours(3);
+    // Deployments are listed newest first: page back until the window's start.
+    let mut deployments = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        calls += 1;
+        let mut arguments = json!({"since": window_start.to_rfc3339(), "limit": 50});
+        if let Some(cursor) = &cursor {
+            arguments["cursor"] = json!(cursor);
+        }
+        let page = structured(&call(client, "list_deployments", arguments).await?)?;
+        deployments.extend(page["deployments"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut best: Option<(f64, String)> = None;
+    for deployment in &deployments {
+        let started_at = parse_time(&deployment["started_at"])?;
+        if started_at > opened_at {
+            continue;
+        }
+        let service = deployment["service"].as_str().unwrap_or_default();
+        let before = call(
+            client,
+            "metric_summary",
+            json!({"service": service, "metric": "error_rate", "window": "1h", "end": started_at.to_rfc3339()}),
+        )
+        .await?;
+        let after = call(
+            client,
+            "metric_summary",
+            json!({"service": service, "metric": "error_rate", "window": "30m",
+                   "end": (started_at + chrono::Duration::minutes(30)).to_rfc3339()}),
+        )
+        .await?;
+        calls += 2;
+        let before = structured(&before)?["avg"].as_f64().unwrap_or_default();
+        let after = structured(&after)?["avg"].as_f64().unwrap_or_default();
+        let increase = after - before;
+        let version = deployment["version"].as_str().unwrap_or_default();
+        if best.as_ref().is_none_or(|(top, _)| increase > *top) {
+            best = Some((increase, format!("{service} {version}")));
+        }
+    }
+    Ok((
+        best.map(|(_, answer)| answer)
+            .unwrap_or_else(|| "none".into()),
+        calls,
+    ))
+}
+
+async fn connect(url: &str, credential: &str) -> anyhow::Result<Client> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned())
+            .auth_header(credential.to_owned()),
+    );
+    Ok(().serve(transport).await?)
+}
+
+async fn wait_for_client(url: &str, token: &str) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match connect(url, token).await {
+            Ok(client) => return Ok(client),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error.context("external-mcp did not come up"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn call(client: &Client, tool: &str, arguments: Value) -> anyhow::Result<CallToolResult> {
+    let arguments = arguments.as_object().cloned().unwrap_or_default();
+    Ok(client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await?)
+}
+
+fn structured(result: &CallToolResult) -> anyhow::Result<Value> {
+    let text = result
+        .content
+        .iter()
+        .find_map(|content| content.as_text().map(|text| text.text.clone()))
+        .unwrap_or_default();
+    anyhow::ensure!(result.is_error != Some(true), "the tool failed: {text}");
+    match &result.structured_content {
+        Some(value) => Ok(value.clone()),
+        None => Ok(serde_json::from_str(&text)?),
+    }
+}
+
+fn parse_time(value: &Value) -> anyhow::Result<DateTime<Utc>> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{value} is not a time"))?;
+    Ok(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))
+}
+
+fn print_latencies(label: &str, latencies: &mut [Duration], answer: &str) {
+    latencies.sort();
+    let percentile = |share: f64| {
+        let index =
+            ((latencies.len() as f64 * share).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{label}: {} runs, p50 {:.1} ms, p99 {:.1} ms; answer: {answer}",
+        latencies.len(),
+        percentile(0.5),
+        percentile(0.99)
+    );
+}

@@ -1,0 +1,234 @@
+//! The audit trail: every tool call and resource read is recorded with the privileged connection
+//! (acting user, organisation, role, credential, endpoint, tool, arguments, the SQL it ran, rows
+//! returned, duration, outcome), and admins read their own organisation's trail with `audit_log`.
+//!
+//! A tool tells the trail what it ran through the [`ToolCall`] it is handed; the server writes the
+//! row once the call is over, whatever its outcome.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rmcp::schemars;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::analytics::within;
+use crate::auth::Caller;
+use crate::config::Endpoint;
+use crate::error::Error;
+
+/// Argument names whose values never reach the trail.
+const REDACTED_ARGUMENTS: [&str; 1] = ["confirmation_token"];
+
+/// One call in progress: who makes it, and what the tool reports about it for the trail.
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub caller: Caller,
+    details: Arc<Mutex<CallDetails>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct CallDetails {
+    sql_text: Option<String>,
+    rows_returned: Option<i64>,
+}
+
+/// Writes and reads the trail.
+#[derive(Debug, Clone)]
+pub struct AuditTrail {
+    database: PgPool,
+}
+
+/// A finished call, ready to be recorded.
+#[derive(Debug)]
+pub struct AuditEntry<'a> {
+    pub call: &'a ToolCall,
+    pub endpoint: Endpoint,
+    pub tool: &'a str,
+    pub arguments: Value,
+    pub duration: Duration,
+    /// `None` when the call succeeded, else what the caller was told.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogArguments {
+    /// At most this many records, newest first, 1 to 500 (default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only calls of this tool (or `resources/read`).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// Only calls by the user with this e-mail address.
+    #[serde(default)]
+    pub user_email: Option<String>,
+    /// Only `ok` or only `error` outcomes.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Only calls at or after this time, RFC 3339.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub user_email: Option<String>,
+    /// The role the call was served with.
+    pub role: String,
+    pub credential_id: String,
+    pub endpoint: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub sql_text: Option<String>,
+    pub rows_returned: Option<i64>,
+    pub duration_ms: f64,
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+impl ToolCall {
+    pub fn new(caller: Caller) -> Self {
+        Self {
+            caller,
+            details: Arc::default(),
+        }
+    }
+
+    /// The SQL the call ran on the reader connection.
+    pub fn record_sql(&self, sql: impl Into<String>) {
+        self.with_details(|details| details.sql_text = Some(sql.into()));
+    }
+
+    /// How many rows (or items) the call returned.
+    pub fn record_rows(&self, rows: usize) {
+        self.with_details(|details| {
+            details.rows_returned = Some(i64::try_from(rows).unwrap_or(i64::MAX))
+        });
+    }
+
+    fn with_details(&self, change: impl FnOnce(&mut CallDetails)) {
+        let mut details = self
+            .details
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut details);
+    }
+
+    fn details(&self) -> CallDetails {
+        self.details
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl AuditTrail {
+    pub fn new(database: PgPool) -> Self {
+        Self { database }
+    }
+
+    /// Records a finished call. A failure to record is logged loudly; the call's result stands.
+    pub async fn record(&self, entry: AuditEntry<'_>) {
+        let details = entry.call.details();
+        let caller = &entry.call.caller;
+        let outcome = if entry.error.is_some() { "error" } else { "ok" };
+        let written = sqlx::query(
+            "INSERT INTO internal_mcp_audit_log
+                 (organization_id, user_id, role, credential_id, endpoint, tool, arguments, sql_text,
+                  rows_returned, duration_ms, outcome, message)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(caller.organization_id)
+        .bind(caller.user_id)
+        .bind(caller.role)
+        .bind(&caller.credential_id)
+        .bind(entry.endpoint.name())
+        .bind(entry.tool)
+        .bind(sqlx::types::Json(redact(entry.arguments)))
+        .bind(details.sql_text)
+        .bind(details.rows_returned)
+        .bind(entry.duration.as_secs_f64() * 1000.0)
+        .bind(outcome)
+        .bind(entry.error)
+        .execute(&self.database)
+        .await;
+        if let Err(error) = written {
+            tracing::error!(%error, tool = entry.tool, user = %caller.user_id, "could not write the audit record");
+        }
+    }
+
+    /// The caller's organisation's trail, newest first.
+    pub async fn read(
+        &self,
+        organization_id: Uuid,
+        arguments: &AuditLogArguments,
+    ) -> Result<Vec<AuditRecord>, Error> {
+        let limit = within("limit", arguments.limit.unwrap_or(50), 1..=500)?;
+        if let Some(outcome) = arguments.outcome.as_deref()
+            && !matches!(outcome, "ok" | "error")
+        {
+            return Err(Error::InvalidArgument(format!(
+                "outcome must be ok or error, not {outcome:?}"
+            )));
+        }
+        let records = sqlx::query_as(
+            "SELECT a.id, a.at, a.user_id, u.email AS user_email, a.role::text AS role, a.credential_id, a.endpoint, a.tool,
+                    a.arguments, a.sql_text, a.rows_returned, a.duration_ms, a.outcome, a.message
+               FROM internal_mcp_audit_log a
+               LEFT JOIN users u ON u.organization_id = a.organization_id AND u.id = a.user_id
+              WHERE a.organization_id = $1
+                AND ($2::text IS NULL OR a.tool = $2)
+                AND ($3::text IS NULL OR u.email = $3)
+                AND ($4::text IS NULL OR a.outcome = $4)
+                AND ($5::timestamptz IS NULL OR a.at >= $5)
+              ORDER BY a.at DESC, a.id DESC
+              LIMIT $6",
+        )
+        .bind(organization_id)
+        .bind(&arguments.tool)
+        .bind(&arguments.user_email)
+        .bind(&arguments.outcome)
+        .bind(arguments.since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.database)
+        .await?;
+        Ok(records)
+    }
+}
+
+/// The arguments with secrets replaced.
+fn redact(mut arguments: Value) -> Value {
+    if let Value::Object(fields) = &mut arguments {
+        for name in REDACTED_ARGUMENTS {
+            if let Some(value) = fields.get_mut(name)
+                && !value.is_null()
+            {
+                *value = Value::String("[redacted]".into());
+            }
+        }
+    }
+    arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_tokens_never_reach_the_trail() {
+        let redacted = redact(
+            serde_json::json!({"service": "checkout-api", "confirmation_token": "imc_secret"}),
+        );
+        assert_eq!(
+            redacted,
+            serde_json::json!({"service": "checkout-api", "confirmation_token": "[redacted]"})
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Who may call internal-mcp: internal services presenting a short-lived service credential, a JWT
+//! signed with HS256 and a shared key, naming the acting end user, their organisation and role.
+//!
+//! [`require_service_credential`] runs before the MCP service on every request: a missing, malformed,
+//! expired, forged, wrong-audience or untrusted-issuer credential, or one naming a user who is not a
+//! member of that organisation, gets HTTP 401 and never reaches a tool. Nothing falls back to
+//! anonymous access. A verified request carries a [`Caller`] in its extensions; tools read it from
+//! there. The caller's role is the lower of the credential's and the user's current one, so a
+//! demoted user's credential loses its power at once.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use demo_backend::domain::kinds::Role;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::{AUDIENCE, CredentialPolicy, SigningKey};
+use crate::error::Error;
+
+/// Longer bearer values are refused before any parsing.
+const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// The claims of a service credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who minted it, e.g. `internal-host`; must be a trusted issuer.
+    pub iss: String,
+    /// The acting end user's id (`users.id`).
+    pub sub: Uuid,
+    /// Must be `internal-mcp`.
+    pub aud: String,
+    /// The acting user's organisation (`organizations.id`).
+    pub org: Uuid,
+    /// The role the issuer grants; the user's own role caps it.
+    pub role: Role,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expires at, seconds since the epoch; at most the configured lifetime after `iat`.
+    pub exp: i64,
+    /// A unique id, recorded in the audit trail.
+    pub jti: String,
+}
+
+/// A verified caller, as tools see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    /// The lower of the credential's role and the user's current role.
+    pub role: Role,
+    /// The credential's `jti`.
+    pub credential_id: String,
+    pub issuer: String,
+}
+
+/// Checks credentials against the policy and the users table. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    verifier: CredentialVerifier,
+    /// The privileged pool: users are looked up there.
+    database: PgPool,
+}
+
+/// Signature and claim checks, without the database.
+#[derive(Clone)]
+pub struct CredentialVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    max_lifetime_seconds: i64,
+    leeway_seconds: i64,
+}
+
+/// What the `token` command (and tests) ask to be minted.
+#[derive(Debug, Clone)]
+pub struct CredentialRequest {
+    pub issuer: String,
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub role: Role,
+    pub lifetime: Duration,
+}
+
+impl Authenticator {
+    pub fn new(policy: &CredentialPolicy, database: PgPool) -> Self {
+        Self {
+            verifier: CredentialVerifier::new(policy),
+            database,
+        }
+    }
+
+    /// The caller named by the request's `Authorization: Bearer` credential.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
+        let token = bearer_token(headers)?;
+        let claims = self.verifier.verify(token)?;
+        let user_role: Option<Role> =
+            sqlx::query_scalar("SELECT role FROM users WHERE organization_id = $1 AND id = $2")
+                .bind(claims.org)
+                .bind(claims.sub)
+                .fetch_optional(&self.database)
+                .await?;
+        let Some(user_role) = user_role else {
+            return Err(Error::Unauthenticated(
+                "the credential names a user who is not a member of that organisation".into(),
+            ));
+        };
+        Ok(Caller {
+            user_id: claims.sub,
+            organization_id: claims.org,
+            role: claims.role.min(user_role),
+            credential_id: claims.jti,
+            issuer: claims.iss,
+        })
+    }
+}
+
+impl CredentialVerifier {
+    pub fn new(policy: &CredentialPolicy) -> Self {
+        // Only HS256: a credential declaring any other algorithm (`none`, RS256 with the shared key
+        // as a "public key", ...) is refused before its signature is even looked at.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&policy.trusted_issuers);
+        validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
+        validation.leeway = policy.clock_leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        Self {
+            key: DecodingKey::from_secret(policy.signing_key.bytes()),
+            validation,
+            max_lifetime_seconds: i64::try_from(policy.max_lifetime.as_secs()).unwrap_or(i64::MAX),
+            leeway_seconds: i64::try_from(policy.clock_leeway.as_secs()).unwrap_or(0),
+        }
+    }
+
+    /// The claims of a valid credential, or why it is not one.
+    pub fn verify(&self, token: &str) -> Result<Claims, Error> {
+        if token.len() > MAX_CREDENTIAL_BYTES {
+            return Err(Error::Unauthenticated("the credential is too long".into()));
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| Error::Unauthenticated(explain_rejection(error.kind())))?
+            .claims;
+        let now = Utc::now().timestamp();
+        if claims.iat > now + self.leeway_seconds {
+            return Err(Error::Unauthenticated(
+                "the credential was issued in the future (iat)".into(),
+            ));
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_seconds {
+            return Err(Error::Unauthenticated(format!(
+                "the credential lives longer than the {} seconds allowed (exp - iat)",
+                self.max_lifetime_seconds
+            )));
+        }
+        if claims.jti.trim().is_empty() || claims.jti.len() > 200 {
+            return Err(Error::Unauthenticated(
+                "the credential needs a jti of 1 to 200 characters".into(),
+            ));
+        }
+        Ok(claims)
+    }
+}
+
+/// Signs a credential for `request` with `key`. Used by the `token` command and by tests; the
+/// product's assistant mints its own with the same claims.
+pub fn mint_credential(key: &SigningKey, request: &CredentialRequest) -> Result<String, Error> {
+    let issued_at = Utc::now().timestamp();
+    let lifetime = i64::try_from(request.lifetime.as_secs()).unwrap_or(i64::MAX);
+    let claims = Claims {
+        iss: request.issuer.clone(),
+        sub: request.user_id,
+        aud: AUDIENCE.to_owned(),
+        org: request.organization_id,
+        role: request.role,
+        iat: issued_at,
+        exp: issued_at.saturating_add(lifetime),
+        jti: Uuid::new_v4().to_string(),
+    };
+    sign_claims(key, &claims)
+}
+
+/// Signs arbitrary claims with HS256 (tests use it to build bad credentials too).
+pub fn sign_claims<T: Serialize>(key: &SigningKey, claims: &T) -> Result<String, Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(key.bytes()),
+    )
+    .map_err(|error| Error::Startup(format!("could not sign the credential: {error}")))
+}
+
+/// The axum middleware in front of every MCP endpoint: 401 unless the credential is valid, and the
+/// verified [`Caller`] in the request's extensions otherwise.
+pub async fn require_service_credential(
+    State(authenticator): State<Authenticator>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authenticator.authenticate(request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => {
+            tracing::warn!(reason = %error, path = %request.uri().path(), "refused a request without a valid credential");
+            error.into_response()
+        }
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Error::Unauthenticated(
+            "a service credential is required: send exactly one `Authorization: Bearer <credential>` header".into(),
+        ));
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("the Authorization header is not valid text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(Error::Unauthenticated(
+            "the Authorization header must use the Bearer scheme".into(),
+        )),
+    }
+}
+
+fn explain_rejection(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the credential has expired".into(),
+        ErrorKind::ImmatureSignature => "the credential is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the credential's signature does not verify".into(),
+        ErrorKind::InvalidAudience => format!("the credential is not meant for this server (aud must be {AUDIENCE})"),
+        ErrorKind::InvalidIssuer => "the credential's issuer (iss) is not trusted".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+            "only HS256-signed credentials are accepted".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!("the credential lacks the `{claim}` claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the credential's `{claim}` claim is malformed"),
+        ErrorKind::Json(_) => {
+            "the credential is malformed: it needs an HS256 header and iss, sub, aud, org, role, iat, exp and jti claims".into()
+        }
+        _ => "the credential is malformed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CredentialPolicy {
+        CredentialPolicy::new(SigningKey::new(vec![7; 32]).unwrap())
+    }
+
+    fn request(lifetime: u64) -> CredentialRequest {
+        CredentialRequest {
+            issuer: "internal-host".into(),
+            user_id: Uuid::new_v4(),
+            organization_id: Uuid::new_v4(),
+            role: Role::Responder,
+            lifetime: Duration::from_secs(lifetime),
+        }
+    }
+
+    fn check(token: &str, expected_reason: &str) {
+        let verifier = CredentialVerifier::new(&policy());
+        match verifier.verify(token) {
+            Err(Error::Unauthenticated(reason)) => {
+                assert!(reason.contains(expected_reason), "{reason}")
+            }
+            other => panic!("expected a refusal containing {expected_reason:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minted_credential_verifies() {
+        let token = mint_credential(&policy().signing_key, &request(300)).unwrap();
+        let claims = CredentialVerifier::new(&policy()).verify(&token).unwrap();
+        assert_eq!(claims.aud, "internal-mcp");
+        assert_eq!(claims.role, Role::Responder);
+    }
+
+    #[test]
+    fn bad_credentials_are_refused_with_a_reason() {
+        let key = policy().signing_key;
+        let now = Utc::now().timestamp();
+        let claims = |iss: &str, aud: &str, iat: i64, exp: i64| {
+            serde_json::json!({
+                "iss": iss, "sub": Uuid::new_v4(), "aud": aud, "org": Uuid::new_v4(),
+                "role": "admin", "iat": iat, "exp": exp, "jti": "x"
+            })
+        };
+        check(
+            &sign_claims(
+                &key,
+                &claims("internal-host", "internal-mcp", now - 900, now - 600),
+            )
+            .unwrap(),
+            "expired",
+        );
+        check(
+            &sign_claims(
+                &key,
+                &claims("internal-host", "external-mcp", now, now + 60),
+            )
+            .unwrap(),
+            "aud must be",
+        );
+        check(
+            &sign_claims(&key, &claims("somebody", "internal-mcp", now, now + 60)).unwrap(),
+            "issuer",
+        );
+        check(
+            &sign_claims(
+                &key,
+                &claims("internal-host", "internal-mcp", now, now + 3600),
+            )
+            .unwrap(),
+            "longer than",
+        );
+        check(
+            &sign_claims(
+                &key,
+                &claims("internal-host", "internal-mcp", now + 600, now + 660),
+            )
+            .unwrap(),
+            "future",
+        );
+        let other_key = SigningKey::new(vec![8; 32]).unwrap();
+        check(
+            &sign_claims(
+                &other_key,
+                &claims("internal-host", "internal-mcp", now, now + 60),
+            )
+            .unwrap(),
+            "signature",
+        );
+        check("not.a.jwt", "malformed");
+        check(&"a".repeat(5000), "too long");
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(SigningKey::new(vec![1; 31]).is_err());
+        assert_eq!(
+            format!("{:?}", SigningKey::new(vec![1; 32]).unwrap()),
+            "SigningKey(..)"
+        );
+    }
+}

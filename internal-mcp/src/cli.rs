@@ -1,0 +1,329 @@
+//! The `internal-mcp` command line: `serve` runs the server, `token` mints a service credential
+//! for manual testing and operators' debugging. Secrets (database URLs, the signing key) come from
+//! the environment or a file and never print; unknown flags and values are errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use demo_backend::domain::Secret;
+use demo_backend::domain::kinds::Role;
+use sqlx::postgres::PgConnectOptions;
+use uuid::Uuid;
+
+use crate::app::{AppState, serve};
+use crate::auth::{CredentialRequest, mint_credential};
+use crate::config::{
+    Config, CredentialPolicy, DEFAULT_TRUSTED_ISSUERS, Endpoint, Limits, SigningKey,
+    TOKEN_COMMAND_ISSUER,
+};
+use crate::error::Error;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "internal-mcp",
+    version,
+    about = "The product-internal MCP server: guarded, direct SQL access for the product's own assistant."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over streamable HTTP (applies pending migrations first).
+    Serve(ServeArguments),
+    /// Print a short-lived service credential for a user, for manual testing and debugging. The
+    /// product's assistant mints its own; this is an operator's tool.
+    Token(TokenArguments),
+}
+
+/// Where the signing key comes from: exactly one of the two.
+#[derive(Debug, Args)]
+pub struct KeyArguments {
+    /// A file holding the HS256 signing key (at least 32 bytes; a trailing newline is ignored).
+    #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing key itself; only from the environment.
+    #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY", hide = true, hide_env_values = true, value_parser = parse_secret)]
+    pub signing_key: Option<Secret>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArguments {
+    /// The address to listen on; loopback by default.
+    #[arg(long, env = "INTERNAL_MCP_LISTEN", default_value = "127.0.0.1:8091")]
+    pub listen: SocketAddr,
+    /// Endpoints to mount: `all` (/mcp, every capability), `sql`, `metrics`, `incidents`
+    /// (/mcp/<name>, only theirs).
+    #[arg(long = "mount", value_enum, value_delimiter = ',', default_values_t = Endpoint::EVERY)]
+    pub mounts: Vec<Endpoint>,
+    /// The schema owner's connection: domain operations, audit trail, confirmations, user look-ups.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Secret,
+    /// The `internal_mcp_reader` login, for every query that reads tenant data.
+    #[arg(long, env = "INTERNAL_MCP_READER_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub reader_url: Secret,
+    #[command(flatten)]
+    pub key: KeyArguments,
+    /// PostgreSQL cancels any statement on the reader connection after this long.
+    #[arg(long, default_value_t = 5000)]
+    pub statement_timeout_ms: u64,
+    /// The most rows run_select returns.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_rows)]
+    pub max_rows: usize,
+    /// The most bytes of rows run_select returns.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_result_bytes)]
+    pub max_result_bytes: usize,
+    /// Queries whose estimated cost (EXPLAIN) is higher are refused before they run.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_query_cost)]
+    pub max_query_cost: f64,
+    /// Reader connections at most.
+    #[arg(long, default_value_t = 8)]
+    pub reader_connections: u32,
+    /// Accepted `Host` header values; loopback names by default. Add the names internal services
+    /// use when listening elsewhere.
+    #[arg(long = "allowed-host", value_delimiter = ',', default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])]
+    pub allowed_hosts: Vec<String>,
+    /// Credential issuers (`iss`) to trust.
+    #[arg(long = "trusted-issuer", value_delimiter = ',', default_values_t = DEFAULT_TRUSTED_ISSUERS.map(str::to_owned))]
+    pub trusted_issuers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArguments {
+    /// The organisation's slug, e.g. `acme`.
+    #[arg(long)]
+    pub org: String,
+    /// The acting user's e-mail address.
+    #[arg(long)]
+    pub user: String,
+    /// The role to grant; the user's own role by default, and never more than it.
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArgument>,
+    /// Lifetime in seconds, 1 to 600.
+    #[arg(long, default_value_t = 300)]
+    pub ttl_seconds: u64,
+    /// Used to resolve the organisation and user.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Secret,
+    #[command(flatten)]
+    pub key: KeyArguments,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArgument {
+    Viewer,
+    Responder,
+    Admin,
+}
+
+impl From<RoleArgument> for Role {
+    fn from(role: RoleArgument) -> Self {
+        match role {
+            RoleArgument::Viewer => Role::Viewer,
+            RoleArgument::Responder => Role::Responder,
+            RoleArgument::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(arguments) => run_serve(arguments).await,
+        Command::Token(arguments) => run_token(arguments).await,
+    }
+}
+
+async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
+    let mut config = Config::new(
+        connect_options("DATABASE_URL", &arguments.database_url)?,
+        connect_options("INTERNAL_MCP_READER_URL", &arguments.reader_url)?,
+        arguments.key.signing_key()?,
+    );
+    config.endpoints = deduplicated(arguments.mounts);
+    config.limits = Limits {
+        statement_timeout: Duration::from_millis(arguments.statement_timeout_ms),
+        max_rows: arguments.max_rows,
+        max_result_bytes: arguments.max_result_bytes,
+        max_query_cost: arguments.max_query_cost,
+    };
+    config.reader_connections = arguments.reader_connections;
+    config.allowed_hosts = arguments.allowed_hosts;
+    config.credentials.trusted_issuers = arguments.trusted_issuers;
+    let state = AppState::connect(config).await?;
+    let listener = tokio::net::TcpListener::bind(arguments.listen).await?;
+    let address = listener.local_addr()?;
+    let paths: Vec<&str> = state
+        .config()
+        .endpoints
+        .iter()
+        .map(|endpoint| endpoint.path())
+        .collect();
+    tracing::info!(%address, endpoints = ?paths, "internal-mcp is serving");
+    serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_token(arguments: TokenArguments) -> anyhow::Result<()> {
+    let key = arguments.key.signing_key()?;
+    let policy = CredentialPolicy::new(key.clone());
+    let lifetime = Duration::from_secs(arguments.ttl_seconds);
+    if arguments.ttl_seconds == 0 || lifetime > policy.max_lifetime {
+        anyhow::bail!(
+            "--ttl-seconds must be between 1 and {}",
+            policy.max_lifetime.as_secs()
+        );
+    }
+    let options = connect_options("DATABASE_URL", &arguments.database_url)?;
+    let database = sqlx::PgPool::connect_with(options).await?;
+    let user: Option<(Uuid, Uuid, Role)> = sqlx::query_as(
+        "SELECT u.id, u.organization_id, u.role FROM users u
+           JOIN organizations o ON o.id = u.organization_id
+          WHERE o.slug = $1 AND u.email = $2",
+    )
+    .bind(&arguments.org)
+    .bind(&arguments.user)
+    .fetch_optional(&database)
+    .await?;
+    database.close().await;
+    let Some((user_id, organization_id, user_role)) = user else {
+        anyhow::bail!(
+            "no user {} in organisation {}",
+            arguments.user,
+            arguments.org
+        );
+    };
+    let role = arguments.role.map_or(user_role, Role::from);
+    if role > user_role {
+        anyhow::bail!(
+            "{} is a {user_role:?}; a credential cannot grant {role:?}",
+            arguments.user
+        );
+    }
+    let token = mint_credential(
+        &key,
+        &CredentialRequest {
+            issuer: TOKEN_COMMAND_ISSUER.to_owned(),
+            user_id,
+            organization_id,
+            role,
+            lifetime,
+        },
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+impl KeyArguments {
+    /// The signing key from exactly one source, checked for length.
+    pub fn signing_key(&self) -> Result<SigningKey, Error> {
+        match (&self.signing_key_file, &self.signing_key) {
+            (Some(_), Some(_)) => Err(Error::Startup(
+                "set INTERNAL_MCP_SIGNING_KEY or INTERNAL_MCP_SIGNING_KEY_FILE, not both".into(),
+            )),
+            (None, None) => Err(Error::Startup(
+                "no signing key: set INTERNAL_MCP_SIGNING_KEY_FILE (or INTERNAL_MCP_SIGNING_KEY)"
+                    .into(),
+            )),
+            (None, Some(key)) => SigningKey::new(key.expose().as_bytes().to_vec()),
+            (Some(path), None) => {
+                let mut bytes = std::fs::read(path).map_err(|error| {
+                    Error::Startup(format!(
+                        "cannot read the signing key file {}: {error}",
+                        path.display()
+                    ))
+                })?;
+                while bytes
+                    .last()
+                    .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+                {
+                    bytes.pop();
+                }
+                SigningKey::new(bytes)
+            }
+        }
+    }
+}
+
+fn connect_options(name: &str, url: &Secret) -> Result<PgConnectOptions, Error> {
+    PgConnectOptions::from_str(url.expose())
+        .map_err(|_| Error::Startup(format!("{name} is not a valid PostgreSQL URL")))
+}
+
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text.to_owned()))
+}
+
+fn deduplicated(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_refuses_unknown_mounts() {
+        Cli::command().debug_assert();
+        let parsed = Cli::try_parse_from([
+            "internal-mcp",
+            "serve",
+            "--database-url",
+            "postgres://a@b/c",
+            "--reader-url",
+            "postgres://d@e/f",
+            "--mount",
+            "sql,metrics",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = parsed.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.mounts, [Endpoint::Sql, Endpoint::Metrics]);
+        assert!(format!("{serve:?}").contains("Secret(..)"));
+        assert!(!format!("{serve:?}").contains("postgres://a@b/c"));
+        let unknown = Cli::try_parse_from([
+            "internal-mcp",
+            "serve",
+            "--database-url",
+            "x",
+            "--reader-url",
+            "y",
+            "--mount",
+            "sql,everything",
+        ]);
+        assert!(unknown.is_err());
+    }
+}

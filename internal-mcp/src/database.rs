@@ -1,0 +1,276 @@
+//! The two connections internal-mcp holds, and the start-up checks that make it fail closed.
+//!
+//! - The *privileged* pool logs in as the schema owner. It serves the domain layer's operations, the
+//!   audit trail, confirmations and user look-ups, never SQL a caller wrote.
+//! - The *reader* pool logs in as `internal_mcp_reader`. Every query that reads tenant data runs
+//!   there, under row-level security; the model's SQL runs nowhere else.
+//!
+//! [`check_reader_is_confined`] refuses to start when the reader could do more than read its own
+//! organisation's rows: a superuser, BYPASSRLS, membership of another role, any write privilege,
+//! ownership of a table, a readable table without row-level security, or a function or view the
+//! migration should have taken away (`set_config` first of all).
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::error::Error;
+
+/// The role the reader pool must log in as; the migration creates it.
+pub const READER_ROLE: &str = "internal_mcp_reader";
+
+/// Functions the reader must not be able to execute (the migration revokes them from PUBLIC).
+pub const FUNCTIONS_KEPT_FROM_READER: [&str; 8] = [
+    "pg_catalog.set_config(text,text,boolean)",
+    "pg_catalog.pg_cancel_backend(integer)",
+    "pg_catalog.pg_stat_get_activity(integer)",
+    "pg_catalog.pg_prepared_statement()",
+    "pg_catalog.pg_advisory_lock(bigint)",
+    "pg_catalog.query_to_xml(text,boolean,boolean,text)",
+    "pg_catalog.pg_read_file(text)",
+    "pg_catalog.lo_import(text)",
+];
+
+/// Views the reader must not be able to read.
+pub const VIEWS_KEPT_FROM_READER: [&str; 2] = [
+    "pg_catalog.pg_stat_activity",
+    "pg_catalog.pg_prepared_statements",
+];
+
+/// Tables the reader must be able to read for the tools to work.
+pub const TABLES_THE_READER_NEEDS: [&str; 11] = [
+    "organizations",
+    "users",
+    "services",
+    "metric_series",
+    "metric_samples",
+    "monitors",
+    "incidents",
+    "incident_services",
+    "alerts",
+    "incident_events",
+    "deployments",
+];
+
+/// Both pools, connected.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    pub privileged: PgPool,
+    pub reader: PgPool,
+}
+
+impl Databases {
+    /// Connects both pools (lazily for the reader's later connections) and runs every start-up
+    /// check. Pending migrations are applied first, with the privileged connection.
+    pub async fn connect(
+        privileged: &PgConnectOptions,
+        reader: &PgConnectOptions,
+        reader_connections: u32,
+    ) -> Result<Self, Error> {
+        let privileged = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(privileged.clone().application_name("internal-mcp"))
+            .await
+            .map_err(|error| {
+                Error::Startup(format!("cannot connect with DATABASE_URL: {error}"))
+            })?;
+        demo_backend::MIGRATOR
+            .run(&privileged)
+            .await
+            .map_err(|error| {
+                Error::Startup(format!("cannot apply the database migrations: {error}"))
+            })?;
+        check_privileged_schema(&privileged).await?;
+
+        let reader = PgPoolOptions::new()
+            .max_connections(reader_connections)
+            .connect_with(reader.clone().application_name("internal-mcp-reader"))
+            .await
+            .map_err(|error| {
+                Error::Startup(format!(
+                    "cannot connect with INTERNAL_MCP_READER_URL as {READER_ROLE}: {error} \
+                     (an operator must give the role a login: ALTER ROLE {READER_ROLE} LOGIN PASSWORD '...')"
+                ))
+            })?;
+        check_reader_is_confined(&reader, &privileged).await?;
+        Ok(Self { privileged, reader })
+    }
+}
+
+/// Fails unless internal-mcp's own tables exist (the migration ran).
+pub async fn check_privileged_schema(privileged: &PgPool) -> Result<(), Error> {
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM unnest(ARRAY['internal_mcp_audit_log', 'internal_mcp_confirmations']) AS name
+          WHERE to_regclass('public.' || name) IS NULL",
+    )
+    .fetch_all(privileged)
+    .await
+    .map_err(|error| Error::Startup(format!("cannot inspect the schema: {error}")))?;
+    if !missing.is_empty() {
+        return Err(Error::Startup(format!(
+            "the database lacks {}: apply demo-backend's migrations (demo-backend migrate)",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Fails, naming every problem, unless the reader connection is confined to reading its own
+/// organisation's rows. Runs as the reader itself, so inherited privileges count too.
+pub async fn check_reader_is_confined(reader: &PgPool, privileged: &PgPool) -> Result<(), Error> {
+    let startup =
+        |error: sqlx::Error| Error::Startup(format!("cannot inspect the reader role: {error}"));
+    let mut problems = Vec::new();
+
+    let (session_user, is_superuser, bypasses_rls, creates_roles, replicates, memberships): (
+        String,
+        bool,
+        bool,
+        bool,
+        bool,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolreplication,
+                    (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid)
+               FROM pg_catalog.pg_roles r
+              WHERE r.rolname = session_user",
+    )
+    .fetch_one(reader)
+    .await
+    .map_err(startup)?;
+    let privileged_user: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(privileged)
+        .await
+        .map_err(startup)?;
+    if session_user != READER_ROLE {
+        problems.push(format!(
+            "INTERNAL_MCP_READER_URL logs in as {session_user}, not {READER_ROLE}"
+        ));
+    }
+    if session_user == privileged_user {
+        problems
+            .push("the reader and the privileged connection log in as the same role".to_owned());
+    }
+    if is_superuser {
+        problems.push(format!("{session_user} is a superuser"));
+    }
+    if bypasses_rls {
+        problems.push(format!("{session_user} has BYPASSRLS"));
+    }
+    if creates_roles {
+        problems.push(format!("{session_user} has CREATEROLE"));
+    }
+    if replicates {
+        problems.push(format!("{session_user} has REPLICATION"));
+    }
+    if memberships > 0 {
+        problems.push(format!("{session_user} is a member of {memberships} other role(s) and may inherit their privileges"));
+    }
+
+    let writable: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname)
+           FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+            AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+                 OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
+          ORDER BY 1 LIMIT 10",
+    )
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !writable.is_empty() {
+        problems.push(format!(
+            "{session_user} may write to {}",
+            writable.join(", ")
+        ));
+    }
+
+    let owned: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_catalog.pg_class c
+          WHERE c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user)
+          ORDER BY 1 LIMIT 10",
+    )
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !owned.is_empty() {
+        problems.push(format!(
+            "{session_user} owns {} (owners bypass row-level security)",
+            owned.join(", ")
+        ));
+    }
+
+    let without_row_security: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname)
+           FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+            AND has_table_privilege(c.oid, 'SELECT')
+            AND NOT c.relrowsecurity
+          ORDER BY 1 LIMIT 10",
+    )
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !without_row_security.is_empty() {
+        problems.push(format!(
+            "{session_user} may read {} which has no row-level security",
+            without_row_security.join(", ")
+        ));
+    }
+
+    let unreadable: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM unnest($1::text[]) AS name
+          WHERE to_regclass('public.' || name) IS NULL OR NOT has_table_privilege('public.' || name, 'SELECT')",
+    )
+    .bind(&TABLES_THE_READER_NEEDS[..])
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !unreadable.is_empty() {
+        problems.push(format!(
+            "{session_user} cannot read {} (apply the migrations)",
+            unreadable.join(", ")
+        ));
+    }
+
+    let executable: Vec<String> = sqlx::query_scalar(
+        "SELECT signature FROM unnest($1::text[]) AS signature
+          WHERE to_regprocedure(signature) IS NOT NULL
+            AND has_function_privilege(to_regprocedure(signature), 'EXECUTE')",
+    )
+    .bind(&FUNCTIONS_KEPT_FROM_READER[..])
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !executable.is_empty() {
+        problems.push(format!(
+            "{session_user} may execute {} (the migration's hardening needs a superuser; see internal-mcp/README.md)",
+            executable.join(", ")
+        ));
+    }
+
+    let readable_views: Vec<String> = sqlx::query_scalar(
+        "SELECT view FROM unnest($1::text[]) AS view WHERE has_table_privilege(view, 'SELECT')",
+    )
+    .bind(&VIEWS_KEPT_FROM_READER[..])
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !readable_views.is_empty() {
+        problems.push(format!(
+            "{session_user} may read {} (the migration's hardening needs a superuser; see internal-mcp/README.md)",
+            readable_views.join(", ")
+        ));
+    }
+
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Startup(format!(
+        "refusing to start: the reader connection is not confined: {}",
+        problems.join("; ")
+    )))
+}

@@ -1,0 +1,614 @@
+//! Privileged operations, through demo-backend's domain layer only (never a raw UPDATE), so its
+//! invariants hold: row locks, legal transitions, the acting user on every timeline event.
+//!
+//! Each takes two calls, and the server, not the model's host, enforces it:
+//! 1. Without `confirmation_token`, the tool only reads: it returns the plan (exactly what would
+//!    change) and a one-time confirmation token, valid for a few minutes.
+//! 2. With the token and the same arguments, it executes the plan.
+//!
+//! A token is random (256 bits); only its SHA-256 is stored, with the user, the organisation, the
+//! tool, a digest of the arguments and an expiry. It is consumed atomically
+//! (`UPDATE ... WHERE consumed_at IS NULL AND expires_at > now() RETURNING`), so it works once,
+//! for that user in that organisation, for that tool with those arguments, before it expires.
+//! Who may call these tools at all (responders and admins) is checked by the server before a tool
+//! runs, at both steps.
+
+use chrono::{DateTime, Duration, Utc};
+use demo_backend::domain::Tenant;
+use demo_backend::domain::incidents::Transition;
+use demo_backend::domain::kinds::IncidentStatus;
+use demo_backend::domain::monitors::MAX_SILENCE;
+use rmcp::schemars;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::analytics::correlation::find_incident;
+use crate::analytics::find_service;
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::reader::Reader;
+
+/// Prefix of confirmation tokens, so they are recognisable in logs and never mistaken for credentials.
+const TOKEN_PREFIX: &str = "imc_";
+/// The longest incident note the domain layer accepts.
+const MAX_NOTE_CHARACTERS: usize = 10_000;
+
+/// The privileged pool, the reader for plans, and how long plans stay confirmable.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    privileged: PgPool,
+    reader: Reader,
+    confirmation_lifetime: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeServiceAlertsArguments {
+    /// The service's name, e.g. `checkout-api`.
+    pub service: String,
+    /// Leave out to get the plan; pass the token the plan returned to execute it.
+    #[serde(default)]
+    pub confirmation_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotateIncidentArguments {
+    /// The incident: its reference (`INC-4`), its number or its id.
+    pub incident: String,
+    /// The note to add to the incident's timeline, 1 to 10000 characters.
+    pub note: String,
+    /// Leave out to get the plan; pass the token the plan returned to execute it.
+    #[serde(default)]
+    pub confirmation_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceMonitorArguments {
+    /// The monitor (alert rule): its id, or its exact name as noisy_alert_rules shows it.
+    pub monitor: String,
+    /// For how long, in minutes from the confirmation: 1 to 10080 (7 days).
+    pub minutes: u32,
+    /// Leave out to get the plan; pass the token the plan returned to execute it.
+    #[serde(default)]
+    pub confirmation_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionIncidentArguments {
+    /// The incident: its reference (`INC-4`), its number or its id.
+    pub incident: String,
+    /// `acknowledge` (open -> acknowledged) or `resolve` (open or acknowledged -> resolved).
+    pub action: IncidentAction,
+    /// What to record with the change in the timeline (e.g. how it was resolved).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Leave out to get the plan; pass the token the plan returned to execute it.
+    #[serde(default)]
+    pub confirmation_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentAction {
+    Acknowledge,
+    Resolve,
+}
+
+/// What acknowledging a service's alerts would change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AcknowledgePlan {
+    service_id: Uuid,
+    service: String,
+    alerts: Vec<PlannedAlert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+struct PlannedAlert {
+    id: Uuid,
+    monitor: String,
+    summary: String,
+    severity: String,
+    started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AnnotatePlan {
+    incident_id: Uuid,
+    incident: String,
+    title: String,
+    note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+struct SilencePlan {
+    monitor_id: Uuid,
+    monitor: String,
+    service: String,
+    metric: String,
+    currently_silenced_until: Option<DateTime<Utc>>,
+    #[sqlx(skip)]
+    minutes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TransitionPlan {
+    incident_id: Uuid,
+    incident: String,
+    title: String,
+    from: String,
+    to: String,
+    note: Option<String>,
+}
+
+/// A stored confirmation, as the diagnosis of a refused token sees it.
+#[derive(Debug, sqlx::FromRow)]
+struct StoredConfirmation {
+    organization_id: Uuid,
+    user_id: Uuid,
+    tool: String,
+    arguments_digest: Vec<u8>,
+    consumed_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    expired: bool,
+}
+
+impl Operations {
+    pub fn new(
+        privileged: PgPool,
+        reader: Reader,
+        confirmation_lifetime: std::time::Duration,
+    ) -> Self {
+        Self {
+            privileged,
+            reader,
+            confirmation_lifetime,
+        }
+    }
+
+    /// Acknowledges every firing, unacknowledged alert of a service.
+    pub async fn acknowledge_service_alerts(
+        &self,
+        caller: &Caller,
+        arguments: &AcknowledgeServiceAlertsArguments,
+    ) -> Result<(Value, usize), Error> {
+        const TOOL: &str = "acknowledge_service_alerts";
+        let digest = arguments_digest(TOOL, &json!([arguments.service.trim()]));
+        let Some(token) = arguments.confirmation_token.as_deref() else {
+            let plan = self
+                .plan_acknowledgement(caller, &arguments.service)
+                .await?;
+            if plan.alerts.is_empty() {
+                return Ok((
+                    json!({
+                        "status": "nothing_to_do",
+                        "plan": {"service": plan.service, "alerts": []},
+                        "message": format!("{} has no firing, unacknowledged alerts; nothing would change", plan.service),
+                    }),
+                    0,
+                ));
+            }
+            let summary = json!({
+                "action": "acknowledge these firing alerts as you",
+                "service": plan.service,
+                "alert_ids": plan.alerts.iter().map(|alert| alert.id).collect::<Vec<_>>(),
+                "alerts": plan.alerts,
+            });
+            let rows = plan.alerts.len();
+            return Ok((
+                self.issue(caller, TOOL, &digest, &plan, summary).await?,
+                rows,
+            ));
+        };
+        let plan: AcknowledgePlan = self.consume(caller, TOOL, &digest, token).await?;
+        // The domain layer acknowledges whatever is firing now; refuse if that is no longer what
+        // was confirmed (ids are compared, not counts).
+        let current = self.plan_acknowledgement(caller, &plan.service).await?;
+        let planned_ids: Vec<Uuid> = plan.alerts.iter().map(|alert| alert.id).collect();
+        let current_ids: Vec<Uuid> = current.alerts.iter().map(|alert| alert.id).collect();
+        if current.service_id != plan.service_id || current_ids != planned_ids {
+            return Err(Error::Refused(format!(
+                "the firing alerts of {} changed since the plan (planned {}, now {}); nothing was changed and the \
+                 token is used up: call acknowledge_service_alerts again without a token for a new plan",
+                plan.service,
+                planned_ids.len(),
+                current_ids.len()
+            )));
+        }
+        let tenant = Tenant::new(
+            self.privileged.clone(),
+            caller.organization_id,
+            caller.user_id,
+        );
+        let acknowledged = tenant
+            .acknowledge_service_alerts(plan.service_id, &planned_ids)
+            .await?;
+        let rows = acknowledged.len();
+        Ok((
+            json!({"status": "done", "service": plan.service, "acknowledged_alert_ids": acknowledged}),
+            rows,
+        ))
+    }
+
+    /// Adds a note to an incident's timeline.
+    pub async fn annotate_incident(
+        &self,
+        caller: &Caller,
+        arguments: &AnnotateIncidentArguments,
+    ) -> Result<(Value, usize), Error> {
+        const TOOL: &str = "annotate_incident";
+        let note = arguments.note.trim();
+        if note.is_empty() || note.chars().count() > MAX_NOTE_CHARACTERS {
+            return Err(Error::InvalidArgument(format!(
+                "note must be 1 to {MAX_NOTE_CHARACTERS} characters"
+            )));
+        }
+        let digest = arguments_digest(TOOL, &json!([arguments.incident.trim(), note]));
+        let Some(token) = arguments.confirmation_token.as_deref() else {
+            let mut transaction = self.reader.begin(caller.organization_id).await?;
+            let incident =
+                find_incident(&self.reader, &mut transaction, &arguments.incident).await?;
+            transaction.rollback().await?;
+            let plan = AnnotatePlan {
+                incident_id: incident.id,
+                incident: incident.reference,
+                title: incident.title,
+                note: note.to_owned(),
+            };
+            let summary = json!({
+                "action": "add this note to the incident's timeline, as you",
+                "incident": plan.incident, "title": plan.title, "note": plan.note,
+            });
+            return Ok((self.issue(caller, TOOL, &digest, &plan, summary).await?, 1));
+        };
+        let plan: AnnotatePlan = self.consume(caller, TOOL, &digest, token).await?;
+        let tenant = Tenant::new(
+            self.privileged.clone(),
+            caller.organization_id,
+            caller.user_id,
+        );
+        let created = tenant
+            .add_incident_note(plan.incident_id, &plan.note, None)
+            .await?;
+        Ok((
+            json!({"status": "done", "incident": plan.incident, "event": created.resource}),
+            1,
+        ))
+    }
+
+    /// Silences a monitor for a while.
+    pub async fn silence_monitor(
+        &self,
+        caller: &Caller,
+        arguments: &SilenceMonitorArguments,
+    ) -> Result<(Value, usize), Error> {
+        const TOOL: &str = "silence_monitor";
+        let longest = u32::try_from(MAX_SILENCE.num_minutes()).unwrap_or(u32::MAX);
+        if !(1..=longest).contains(&arguments.minutes) {
+            return Err(Error::InvalidArgument(format!(
+                "minutes must be between 1 and {longest}"
+            )));
+        }
+        let digest = arguments_digest(TOOL, &json!([arguments.monitor.trim(), arguments.minutes]));
+        let Some(token) = arguments.confirmation_token.as_deref() else {
+            let mut plan = self.find_monitor(caller, &arguments.monitor).await?;
+            plan.minutes = arguments.minutes;
+            let summary = json!({
+                "action": "silence this monitor: it raises no alerts until the time below",
+                "monitor": plan.monitor, "monitor_id": plan.monitor_id, "service": plan.service, "metric": plan.metric,
+                "currently_silenced_until": plan.currently_silenced_until,
+                "minutes": plan.minutes,
+                "silenced_until_if_confirmed_now": Utc::now() + Duration::minutes(i64::from(plan.minutes)),
+            });
+            return Ok((self.issue(caller, TOOL, &digest, &plan, summary).await?, 1));
+        };
+        let plan: SilencePlan = self.consume(caller, TOOL, &digest, token).await?;
+        let tenant = Tenant::new(
+            self.privileged.clone(),
+            caller.organization_id,
+            caller.user_id,
+        );
+        let monitor = tenant
+            .silence_monitor(plan.monitor_id, Duration::minutes(i64::from(plan.minutes)))
+            .await?;
+        Ok((json!({"status": "done", "monitor": monitor}), 1))
+    }
+
+    /// Acknowledges or resolves an incident.
+    pub async fn transition_incident(
+        &self,
+        caller: &Caller,
+        arguments: &TransitionIncidentArguments,
+    ) -> Result<(Value, usize), Error> {
+        const TOOL: &str = "transition_incident";
+        let note = arguments
+            .note
+            .as_deref()
+            .map(str::trim)
+            .filter(|note| !note.is_empty());
+        if note.is_some_and(|note| note.chars().count() > MAX_NOTE_CHARACTERS) {
+            return Err(Error::InvalidArgument(format!(
+                "note must be at most {MAX_NOTE_CHARACTERS} characters"
+            )));
+        }
+        let digest = arguments_digest(
+            TOOL,
+            &json!([arguments.incident.trim(), arguments.action, note]),
+        );
+        let transition = match arguments.action {
+            IncidentAction::Acknowledge => Transition::Acknowledge,
+            IncidentAction::Resolve => Transition::Resolve,
+        };
+        let Some(token) = arguments.confirmation_token.as_deref() else {
+            let mut transaction = self.reader.begin(caller.organization_id).await?;
+            let incident =
+                find_incident(&self.reader, &mut transaction, &arguments.incident).await?;
+            transaction.rollback().await?;
+            let from = parse_status(&incident.status)?;
+            // The domain layer decides what is legal; asking it now gives an early, clear refusal.
+            let to = transition.apply(from)?;
+            let plan = TransitionPlan {
+                incident_id: incident.id,
+                incident: incident.reference,
+                title: incident.title,
+                from: incident.status,
+                to: status_name(to).to_owned(),
+                note: note.map(str::to_owned),
+            };
+            let summary = json!({
+                "action": "change the incident's status, as you",
+                "incident": plan.incident, "title": plan.title, "from": plan.from, "to": plan.to, "note": plan.note,
+            });
+            return Ok((self.issue(caller, TOOL, &digest, &plan, summary).await?, 1));
+        };
+        let plan: TransitionPlan = self.consume(caller, TOOL, &digest, token).await?;
+        let tenant = Tenant::new(
+            self.privileged.clone(),
+            caller.organization_id,
+            caller.user_id,
+        );
+        let incident = tenant
+            .transition_incident(plan.incident_id, transition, plan.note.as_deref())
+            .await?;
+        Ok((json!({"status": "done", "incident": incident}), 1))
+    }
+
+    /// Stores the plan under a new token and returns the first step's answer.
+    async fn issue<P: Serialize>(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        digest: &[u8; 32],
+        plan: &P,
+        summary: Value,
+    ) -> Result<Value, Error> {
+        let token = new_token()?;
+        let lifetime =
+            Duration::from_std(self.confirmation_lifetime).unwrap_or(Duration::minutes(5));
+        let expires_at: DateTime<Utc> = sqlx::query_scalar(
+            "INSERT INTO internal_mcp_confirmations
+                 (token_hash, organization_id, user_id, tool, arguments_digest, plan, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + $7)
+             RETURNING expires_at",
+        )
+        .bind(token_hash(&token).as_slice())
+        .bind(caller.organization_id)
+        .bind(caller.user_id)
+        .bind(tool)
+        .bind(digest.as_slice())
+        .bind(sqlx::types::Json(plan))
+        .bind(lifetime)
+        .fetch_one(&self.privileged)
+        .await?;
+        Ok(json!({
+            "status": "confirmation_required",
+            "plan": summary,
+            "confirmation_token": token,
+            "expires_at": expires_at,
+            "next_step": format!(
+                "Nothing has changed yet. To execute exactly this plan, call {tool} again with the same arguments \
+                 plus confirmation_token; the token works once, only for you, until expires_at."
+            ),
+        }))
+    }
+
+    /// Consumes a token for this caller, tool and arguments, returning its plan; or says precisely
+    /// why the token is refused. Nothing is consumed by a refused attempt.
+    async fn consume<P: DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        digest: &[u8; 32],
+        token: &str,
+    ) -> Result<P, Error> {
+        let hash = token_hash(token.trim());
+        let plan: Option<sqlx::types::Json<Value>> = sqlx::query_scalar(
+            "UPDATE internal_mcp_confirmations SET consumed_at = now()
+              WHERE token_hash = $1 AND organization_id = $2 AND user_id = $3 AND tool = $4
+                AND arguments_digest = $5 AND consumed_at IS NULL AND expires_at > now()
+             RETURNING plan",
+        )
+        .bind(hash.as_slice())
+        .bind(caller.organization_id)
+        .bind(caller.user_id)
+        .bind(tool)
+        .bind(digest.as_slice())
+        .fetch_optional(&self.privileged)
+        .await?;
+        if let Some(plan) = plan {
+            return serde_json::from_value(plan.0).map_err(|error| {
+                Error::Refused(format!(
+                    "the stored plan could not be read ({error}); ask for a new plan"
+                ))
+            });
+        }
+        let stored: Option<StoredConfirmation> = sqlx::query_as(
+            "SELECT organization_id, user_id, tool, arguments_digest, consumed_at, expires_at, expires_at <= now() AS expired
+               FROM internal_mcp_confirmations WHERE token_hash = $1",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.privileged)
+        .await?;
+        let again = format!("call {tool} without confirmation_token for a new plan");
+        let reason = match stored {
+            None => format!("unknown confirmation token; {again}"),
+            Some(stored)
+                if stored.organization_id != caller.organization_id
+                    || stored.user_id != caller.user_id =>
+            {
+                format!(
+                    "this confirmation token was issued to another user; only that user can confirm it. {again}"
+                )
+            }
+            Some(stored) if stored.tool != tool => {
+                format!(
+                    "this confirmation token confirms {}, not {tool}; {again}",
+                    stored.tool
+                )
+            }
+            Some(stored) if stored.consumed_at.is_some() => format!(
+                "this confirmation token was already used at {}; a token works once. {again}",
+                stored
+                    .consumed_at
+                    .map(|at| at.to_rfc3339())
+                    .unwrap_or_default()
+            ),
+            Some(stored) if stored.expired => {
+                format!(
+                    "this confirmation token expired at {}; {again}",
+                    stored.expires_at.to_rfc3339()
+                )
+            }
+            Some(stored) if stored.arguments_digest.as_slice() != digest.as_slice() => format!(
+                "the arguments differ from the ones this confirmation token was issued for; repeat them exactly, or {again}"
+            ),
+            Some(_) => format!("the confirmation token cannot be used; {again}"),
+        };
+        Err(Error::Refused(reason))
+    }
+
+    async fn plan_acknowledgement(
+        &self,
+        caller: &Caller,
+        service: &str,
+    ) -> Result<AcknowledgePlan, Error> {
+        let mut transaction = self.reader.begin(caller.organization_id).await?;
+        let service = find_service(&self.reader, &mut transaction, service).await?;
+        let alerts: Vec<PlannedAlert> = sqlx::query_as(
+            "SELECT a.id, m.name AS monitor, a.summary, a.severity::text AS severity, a.started_at
+               FROM alerts a
+               JOIN monitors m ON m.organization_id = a.organization_id AND m.id = a.monitor_id
+              WHERE a.service_id = $1 AND a.state = 'firing' AND a.acknowledged_at IS NULL
+              ORDER BY a.id",
+        )
+        .bind(service.id)
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(|error| self.reader.failure(error))?;
+        transaction.rollback().await?;
+        Ok(AcknowledgePlan {
+            service_id: service.id,
+            service: service.name,
+            alerts,
+        })
+    }
+
+    async fn find_monitor(&self, caller: &Caller, monitor: &str) -> Result<SilencePlan, Error> {
+        let monitor = monitor.trim();
+        let mut transaction = self.reader.begin(caller.organization_id).await?;
+        let found: Vec<SilencePlan> = sqlx::query_as(
+            "SELECT m.id AS monitor_id, m.name AS monitor, s.name AS service, m.metric,
+                    m.silenced_until AS currently_silenced_until
+               FROM monitors m
+               JOIN services s ON s.organization_id = m.organization_id AND s.id = m.service_id
+              WHERE m.id = $1 OR m.name = $2
+              ORDER BY m.name LIMIT 2",
+        )
+        .bind(Uuid::parse_str(monitor).ok())
+        .bind(monitor)
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(|error| self.reader.failure(error))?;
+        transaction.rollback().await?;
+        let mut found = found.into_iter();
+        match (found.next(), found.next()) {
+            (Some(plan), None) => Ok(plan),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "several monitors are named {monitor:?}; pass the monitor's id instead"
+            ))),
+            (None, _) => Err(Error::NotFound(format!(
+                "no monitor {monitor:?} in your organisation; noisy_alert_rules lists monitors with their ids"
+            ))),
+        }
+    }
+}
+
+/// SHA-256 over the tool's name and its arguments without the token, in a fixed order.
+fn arguments_digest(tool: &str, arguments: &Value) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(tool.as_bytes());
+    hasher.update([0]);
+    hasher.update(arguments.to_string().as_bytes());
+    hasher.finalize().into()
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn new_token() -> Result<String, Error> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| Error::Refused(format!("no randomness available for a token: {error}")))?;
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+fn parse_status(status: &str) -> Result<IncidentStatus, Error> {
+    match status {
+        "open" => Ok(IncidentStatus::Open),
+        "acknowledged" => Ok(IncidentStatus::Acknowledged),
+        "resolved" => Ok(IncidentStatus::Resolved),
+        other => Err(Error::Refused(format!("unknown incident status {other:?}"))),
+    }
+}
+
+fn status_name(status: IncidentStatus) -> &'static str {
+    match status {
+        IncidentStatus::Open => "open",
+        IncidentStatus::Acknowledged => "acknowledged",
+        IncidentStatus::Resolved => "resolved",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_depend_on_tool_and_arguments() {
+        let one = arguments_digest("silence_monitor", &json!(["m", 30]));
+        assert_eq!(one, arguments_digest("silence_monitor", &json!(["m", 30])));
+        assert_ne!(one, arguments_digest("silence_monitor", &json!(["m", 31])));
+        assert_ne!(
+            one,
+            arguments_digest("annotate_incident", &json!(["m", 30]))
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_and_prefixed() {
+        let first = new_token().unwrap();
+        assert!(first.starts_with("imc_") && first.len() > 40);
+        assert_ne!(first, new_token().unwrap());
+    }
+}

@@ -1,0 +1,13 @@
+//! internal-mcp's integration tests: the real app over real HTTP, an rmcp client, and PostgreSQL
+//! from the test harness (one binary, modules inside, to keep link times down).
+
+mod analytics;
+mod attacks;
+mod audit;
+mod auth;
+mod confirmation;
+mod endpoints;
+mod select;
+mod startup;
+mod support;
+mod tenancy;

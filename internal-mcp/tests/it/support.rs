@@ -1,0 +1,361 @@
+//! Test helpers: a database per test copied from a template migrated and seeded once per process
+//! (two days of data ending at a fixed time, so the seed's stories are the same in every run), the
+//! reader role given a login, the real app served on port 0, credentials, and an rmcp client over
+//! real HTTP.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use demo_backend::domain::kinds::Role;
+use demo_backend::seed::{self, SeedOptions, Story};
+use internal_mcp::auth::{CredentialRequest, mint_credential};
+use internal_mcp::config::{Config, Endpoint, Limits, SigningKey};
+use internal_mcp::{AppState, serve};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use test_harness::TestDatabase;
+use tokio::sync::{OnceCell, oneshot};
+use uuid::Uuid;
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// The reader role's password in test databases.
+pub const READER_PASSWORD: &str = "internal-mcp-test-reader";
+
+/// The end of the seeded data: a Thursday afternoon, fixed so every run sees the same data.
+pub fn seed_options() -> SeedOptions {
+    SeedOptions {
+        days: 2,
+        ..SeedOptions::new(
+            Utc.with_ymd_and_hms(2025, 6, 12, 15, 30, 0)
+                .single()
+                .expect("a valid time"),
+        )
+    }
+}
+
+/// The seed's bad-deploy story of `slug`.
+pub fn story(slug: &str) -> Story {
+    seed::stories(&seed_options())
+        .into_iter()
+        .find(|story| story.organization_slug == slug)
+        .unwrap_or_else(|| panic!("no story for {slug}"))
+}
+
+/// A fresh copy of the seeded database, with the reader role able to log in.
+pub async fn seeded_database() -> TestDatabase {
+    let database = test_harness::database("internal-mcp-seeded-2d", async |pool| {
+        assert_migrator_is_fresh();
+        demo_backend::MIGRATOR
+            .run(pool)
+            .await
+            .map_err(anyhow::Error::from)?;
+        seed::seed(pool, &seed_options()).await?;
+        // Planner statistics, as autovacuum would gather them on a live database: the cost check
+        // relies on them (the statement timeout is the backstop when they are missing).
+        sqlx::query("ANALYZE").execute(pool).await?;
+        anyhow::Ok(())
+    })
+    .await;
+    give_the_reader_a_login().await;
+    database
+}
+
+/// demo-backend embeds its migrations when it is compiled; a build older than internal-mcp's
+/// migration would run without it, and every start-up check would fail for a confusing reason.
+fn assert_migrator_is_fresh() {
+    let knows_internal_mcp = demo_backend::MIGRATOR
+        .iter()
+        .any(|migration| migration.description.contains("internal mcp"));
+    assert!(
+        knows_internal_mcp,
+        "demo-backend was compiled before migrations/0002_internal_mcp.sql existed: `cargo clean -p demo-backend`"
+    );
+}
+
+/// Roles are cluster-wide: the migration creates `internal_mcp_reader` without a login, and tests
+/// give it one, once per process (concurrent ALTER ROLEs are retried).
+async fn give_the_reader_a_login() {
+    static LOGIN: OnceCell<()> = OnceCell::const_new();
+    LOGIN
+        .get_or_init(|| async {
+            for attempt in 0..10 {
+                let mut admin = test_harness::admin_connection()
+                    .await
+                    .expect("an admin connection");
+                let altered = sqlx::query(&format!(
+                    "ALTER ROLE internal_mcp_reader LOGIN PASSWORD '{READER_PASSWORD}'"
+                ))
+                .execute(&mut admin)
+                .await;
+                match altered {
+                    Ok(_) => return,
+                    Err(error) if attempt < 9 => {
+                        eprintln!("retrying ALTER ROLE: {error}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(error) => panic!("cannot give the reader a login: {error}"),
+                }
+            }
+        })
+        .await;
+}
+
+/// The reader's connection options for `database`.
+pub fn reader_options(database: &TestDatabase) -> PgConnectOptions {
+    database
+        .connect_options
+        .clone()
+        .username("internal_mcp_reader")
+        .password(READER_PASSWORD)
+}
+
+/// The signing key of every test app.
+pub fn signing_key() -> SigningKey {
+    SigningKey::new(b"internal-mcp test signing key, 32+ bytes long".to_vec())
+        .expect("a long enough key")
+}
+
+/// The limits tests run with: a shorter statement timeout than production, so timeouts are quick.
+pub fn test_limits() -> Limits {
+    Limits {
+        statement_timeout: Duration::from_secs(3),
+        ..Limits::DEFAULT
+    }
+}
+
+/// A configuration for `database` with every endpoint mounted.
+pub fn test_config(database: &TestDatabase) -> Config {
+    let mut config = Config::new(
+        database.connect_options.clone(),
+        reader_options(database),
+        signing_key(),
+    );
+    config.limits = test_limits();
+    config.reader_connections = 4;
+    config
+}
+
+/// A seeded user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub role: Role,
+    pub email: String,
+}
+
+/// The real app, served over HTTP on a port of its own, with its database.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub database: TestDatabase,
+    pub state: AppState,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// The app with the test configuration on a fresh seeded database.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// The app on a fresh seeded database, with the configuration changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let database = seeded_database().await;
+        let mut config = test_config(&database);
+        configure(&mut config);
+        Self::spawn_on(database, config).await
+    }
+
+    pub async fn spawn_on(database: TestDatabase, config: Config) -> Self {
+        let state = AppState::connect(config).await.expect("the app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("a local address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let served_state = state.clone();
+        tokio::spawn(async move {
+            let _ = serve(listener, served_state, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self {
+            address,
+            database,
+            state,
+            _shutdown: shutdown,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.database.pool
+    }
+
+    pub fn url(&self, endpoint: Endpoint) -> String {
+        format!("http://{}{}", self.address, endpoint.path())
+    }
+
+    /// The seeded user `handle` (the part of the e-mail before @) of organisation `slug`.
+    pub async fn user(&self, slug: &str, handle: &str) -> TestUser {
+        let (id, organization_id, role, email): (Uuid, Uuid, Role, String) = sqlx::query_as(
+            "SELECT u.id, u.organization_id, u.role, u.email FROM users u
+               JOIN organizations o ON o.id = u.organization_id
+              WHERE o.slug = $1 AND u.email LIKE $2 || '@%'",
+        )
+        .bind(slug)
+        .bind(handle)
+        .fetch_one(self.pool())
+        .await
+        .unwrap_or_else(|error| panic!("no user {handle} in {slug}: {error}"));
+        TestUser {
+            id,
+            organization_id,
+            role,
+            email,
+        }
+    }
+
+    pub async fn organization_id(&self, slug: &str) -> Uuid {
+        sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+            .bind(slug)
+            .fetch_one(self.pool())
+            .await
+            .expect("a seeded organisation")
+    }
+
+    /// A valid credential for `user`, with their own role.
+    pub fn credential(&self, user: &TestUser) -> String {
+        mint_credential(
+            &signing_key(),
+            &CredentialRequest {
+                issuer: "internal-host".into(),
+                user_id: user.id,
+                organization_id: user.organization_id,
+                role: user.role,
+                lifetime: Duration::from_secs(300),
+            },
+        )
+        .expect("a credential")
+    }
+
+    /// An initialised rmcp client of `endpoint`, as `credential`.
+    pub async fn client_with(
+        &self,
+        endpoint: Endpoint,
+        credential: &str,
+    ) -> Result<Client, String> {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.url(endpoint))
+                .auth_header(credential.to_owned()),
+        );
+        ().serve(transport).await.map_err(|error| error.to_string())
+    }
+
+    /// An initialised rmcp client of `endpoint`, as the seeded user `handle` of `slug`.
+    pub async fn client(&self, endpoint: Endpoint, slug: &str, handle: &str) -> Client {
+        let user = self.user(slug, handle).await;
+        self.client_with(endpoint, &self.credential(&user))
+            .await
+            .expect("the client connects")
+    }
+}
+
+/// Calls `tool` with `arguments` (a JSON object); protocol errors fail the test.
+pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
+    let arguments = arguments.as_object().cloned().unwrap_or_default();
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
+        .unwrap_or_else(|error| panic!("{tool}: protocol error {error}"))
+}
+
+/// The structured content of a successful call; fails the test with the message otherwise.
+pub fn success(result: &CallToolResult) -> Value {
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "expected success, got: {}",
+        text(result)
+    );
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+/// The message of a failed call; fails the test if the call succeeded.
+pub fn failure(result: &CallToolResult) -> String {
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "expected an error, got: {}",
+        text(result).chars().take(600).collect::<String>()
+    );
+    text(result)
+}
+
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|content| content.as_text().map(|text| text.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `value` as an RFC 3339 time.
+pub fn time(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("{value} is not a string")),
+    )
+    .unwrap_or_else(|error| panic!("{value} is not RFC 3339: {error}"))
+    .with_timezone(&Utc)
+}
+
+/// A fingerprint of every table's contents (row count and a sum of row hashes) plus the reader
+/// role's attributes and the hardened functions' privileges, to show that nothing changed.
+pub async fn database_fingerprint(pool: &PgPool) -> Vec<(String, i64, i64)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("tables");
+    let mut fingerprint = Vec::new();
+    for table in tables {
+        if table == "internal_mcp_audit_log" {
+            continue; // every call adds a row, by design
+        }
+        let (rows, hash): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), coalesce(sum(hashtext(t::text)::bigint), 0)::bigint FROM public.\"{table}\" t"
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("a table fingerprint");
+        fingerprint.push((table, rows, hash));
+    }
+    let (privileges, hash): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(hashtext(concat_ws('|', r.rolname, r.rolsuper, r.rolbypassrls, r.rolcanlogin,
+                    (SELECT proacl::text FROM pg_proc WHERE oid = 'pg_catalog.set_config(text,text,boolean)'::regprocedure)))::bigint), 0)::bigint
+           FROM pg_roles r WHERE r.rolname = 'internal_mcp_reader'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("the role fingerprint");
+    fingerprint.push(("internal_mcp_reader".into(), privileges, hash));
+    fingerprint
+}

@@ -9,9 +9,8 @@ use tracing::instrument;
 
 use super::{
     AlertItem, AlertState, Json, Readable, Severity, ToolCall, ToolFailure, continuation,
-    parse_since, resolve_service,
+    service_and_since,
 };
-use crate::api::ListQuery;
 use crate::bounded;
 use crate::error::Error;
 use crate::server::ExternalServer;
@@ -71,27 +70,13 @@ impl ExternalServer {
 
 #[instrument(skip_all, fields(tool = "list_alerts"))]
 pub async fn list(call: &ToolCall, args: ListAlertsArgs) -> Result<AlertList, Error> {
-    let service_id = match args
-        .service
-        .as_deref()
-        .filter(|name| !name.trim().is_empty())
-    {
-        Some(name) => Some(resolve_service(&call.api, name).await?.id),
-        None => None,
-    };
-    let since = args
-        .since
-        .as_deref()
-        .map(|since| parse_since(since, "since"))
-        .transpose()?;
-    let filters = ListQuery::new()
-        .with("service_id", service_id)
+    let filters = service_and_since(call, args.service.as_deref(), args.since.as_deref())
+        .await?
         .with("state", args.state.map(|state| enum_text(&state)))
         .with(
             "severity",
             args.severity.map(|severity| enum_text(&severity)),
-        )
-        .with("since", since.map(|since| since.to_rfc3339()));
+        );
     let links = &call.links;
     let slice = bounded::api_slice(
         "list_alerts",

@@ -10,9 +10,8 @@ use tracing::instrument;
 use super::alerts::enum_text;
 use super::{
     DeploymentItem, DeploymentStatus, Json, Readable, ToolCall, ToolFailure, continuation,
-    parse_since, resolve_service,
+    service_and_since,
 };
-use crate::api::ListQuery;
 use crate::bounded;
 use crate::error::Error;
 use crate::server::ExternalServer;
@@ -71,23 +70,9 @@ impl ExternalServer {
 
 #[instrument(skip_all, fields(tool = "list_deployments"))]
 pub async fn list(call: &ToolCall, args: ListDeploymentsArgs) -> Result<DeploymentList, Error> {
-    let service_id = match args
-        .service
-        .as_deref()
-        .filter(|name| !name.trim().is_empty())
-    {
-        Some(name) => Some(resolve_service(&call.api, name).await?.id),
-        None => None,
-    };
-    let since = args
-        .since
-        .as_deref()
-        .map(|since| parse_since(since, "since"))
-        .transpose()?;
-    let filters = ListQuery::new()
-        .with("service_id", service_id)
-        .with("status", args.status.map(|status| enum_text(&status)))
-        .with("since", since.map(|since| since.to_rfc3339()));
+    let filters = service_and_since(call, args.service.as_deref(), args.since.as_deref())
+        .await?
+        .with("status", args.status.map(|status| enum_text(&status)));
     let links = &call.links;
     let slice = bounded::api_slice(
         "list_deployments",

@@ -16,9 +16,9 @@ use uuid::Uuid;
 use super::alerts::enum_text;
 use super::{
     AlertBrief, AlertItem, IncidentItem, IncidentStatus, Json, Readable, Severity, TimelineItem,
-    ToolCall, ToolFailure, continuation, parse_since, resolve_incident, resolve_service,
+    ToolCall, ToolFailure, continuation, resolve_incident, resolve_service, service_and_since,
 };
-use crate::api::{self, ListQuery, NewIncident};
+use crate::api::{self, NewIncident};
 use crate::bounded;
 use crate::error::Error;
 use crate::server::ExternalServer;
@@ -280,27 +280,13 @@ impl ExternalServer {
 
 #[instrument(skip_all, fields(tool = "list_incidents"))]
 pub async fn list(call: &ToolCall, args: ListIncidentsArgs) -> Result<IncidentList, Error> {
-    let service_id = match args
-        .service
-        .as_deref()
-        .filter(|name| !name.trim().is_empty())
-    {
-        Some(name) => Some(resolve_service(&call.api, name).await?.id),
-        None => None,
-    };
-    let since = args
-        .since
-        .as_deref()
-        .map(|since| parse_since(since, "since"))
-        .transpose()?;
-    let filters = ListQuery::new()
-        .with("service_id", service_id)
+    let filters = service_and_since(call, args.service.as_deref(), args.since.as_deref())
+        .await?
         .with("status", args.status.map(|status| enum_text(&status)))
         .with(
             "severity",
             args.severity.map(|severity| enum_text(&severity)),
-        )
-        .with("since", since.map(|since| since.to_rfc3339()));
+        );
     let links = &call.links;
     let slice = bounded::api_slice(
         "list_incidents",

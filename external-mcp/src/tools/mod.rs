@@ -342,6 +342,23 @@ impl ToolFailure {
     }
 }
 
+/// The filters the listings share, as API query parameters: the service a name designates
+/// (resolved to its id; a blank name filters nothing) and the earliest start time.
+pub async fn service_and_since(
+    call: &ToolCall,
+    service: Option<&str>,
+    since: Option<&str>,
+) -> Result<ListQuery, Error> {
+    let service_id = match service.filter(|name| !name.trim().is_empty()) {
+        Some(name) => Some(resolve_service(&call.api, name).await?.id),
+        None => None,
+    };
+    let since = since.map(|since| parse_since(since, "since")).transpose()?;
+    Ok(ListQuery::new()
+        .with("service_id", service_id)
+        .with("since", since.map(|since| since.to_rfc3339())))
+}
+
 /// Parses `since`: a duration back from now (`30m`, `6h`, `7d`, `2w`) or an RFC 3339 time.
 pub fn parse_since(text: &str, field: &str) -> Result<DateTime<Utc>, Error> {
     let text = text.trim();

@@ -41,15 +41,16 @@ pub enum Command {
     Token(TokenArguments),
 }
 
-/// Where the signing key comes from: exactly one of the two.
+/// The environment variable that may hold the signing key itself. It is read from the
+/// environment only, never from a flag: command lines are visible to every user of the machine.
+pub const SIGNING_KEY_ENV: &str = "INTERNAL_MCP_SIGNING_KEY";
+
+/// Where the signing key comes from: the file, or [`SIGNING_KEY_ENV`]; exactly one of the two.
 #[derive(Debug, Args)]
 pub struct KeyArguments {
     /// A file holding the HS256 signing key (at least 32 bytes; a trailing newline is ignored).
     #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
-    /// The signing key itself; only from the environment.
-    #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY", hide = true, hide_env_values = true, value_parser = parse_secret)]
-    pub signing_key: Option<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +223,8 @@ async fn run_token(arguments: TokenArguments) -> anyhow::Result<()> {
 impl KeyArguments {
     /// The signing key from exactly one source, checked for length.
     pub fn signing_key(&self) -> Result<SigningKey, Error> {
-        match (&self.signing_key_file, &self.signing_key) {
+        let from_environment = std::env::var(SIGNING_KEY_ENV).ok().map(Secret::new);
+        match (&self.signing_key_file, &from_environment) {
             (Some(_), Some(_)) => Err(Error::Startup(
                 "set INTERNAL_MCP_SIGNING_KEY or INTERNAL_MCP_SIGNING_KEY_FILE, not both".into(),
             )),
@@ -325,5 +327,22 @@ mod tests {
             "sql,everything",
         ]);
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn the_signing_key_is_never_taken_from_the_command_line() {
+        let on_the_command_line = Cli::try_parse_from([
+            "internal-mcp",
+            "token",
+            "--org",
+            "acme",
+            "--user",
+            "dana@acme.example",
+            "--database-url",
+            "postgres://a@b/c",
+            "--signing-key",
+            "a-secret-that-would-show-in-ps-output",
+        ]);
+        assert!(on_the_command_line.is_err());
     }
 }

@@ -305,7 +305,8 @@ impl Tenant {
             }
         }
         let connection = transaction.acquire().await?;
-        self.check_services(connection, &input.service_ids).await?;
+        self.ensure_services_exist_on(&mut *connection, &input.service_ids)
+            .await?;
         if let Some(commander_id) = input.commander_id {
             self.check_user(connection, commander_id, "commander_id")
                 .await?;
@@ -554,26 +555,6 @@ impl Tenant {
         .fetch_optional(&self.db)
         .await?
         .ok_or_else(|| DomainError::NotFound(format!("no timeline event with id {id}")))
-    }
-
-    async fn check_services(
-        &self,
-        connection: &mut PgConnection,
-        ids: &[Uuid],
-    ) -> Result<(), DomainError> {
-        let found: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM services WHERE organization_id = $1 AND id = ANY ($2)",
-        )
-        .bind(self.organization_id())
-        .bind(ids)
-        .fetch_all(connection)
-        .await?;
-        match ids.iter().find(|id| !found.contains(id)) {
-            Some(missing) => Err(DomainError::NotFound(format!(
-                "no service with id {missing}"
-            ))),
-            None => Ok(()),
-        }
     }
 
     async fn check_user(

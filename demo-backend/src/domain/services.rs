@@ -190,12 +190,21 @@ impl Tenant {
 
     /// Fails with NotFound unless every id names a service of this organisation.
     pub(crate) async fn ensure_services_exist(&self, ids: &[Uuid]) -> Result<(), DomainError> {
+        self.ensure_services_exist_on(&self.db, ids).await
+    }
+
+    /// The same check on a given connection, e.g. inside a transaction.
+    pub(crate) async fn ensure_services_exist_on<'c>(
+        &self,
+        executor: impl sqlx::PgExecutor<'c>,
+        ids: &[Uuid],
+    ) -> Result<(), DomainError> {
         let found: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM services WHERE organization_id = $1 AND id = ANY ($2)",
         )
         .bind(self.organization_id())
         .bind(ids)
-        .fetch_all(&self.db)
+        .fetch_all(executor)
         .await?;
         match ids.iter().find(|id| !found.contains(id)) {
             Some(missing) => Err(DomainError::NotFound(format!(

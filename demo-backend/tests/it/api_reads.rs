@@ -2407,9 +2407,10 @@ async fn the_documented_routes_are_exactly_the_route_snapshot() {
 #[tokio::test]
 async fn the_document_lists_every_answer_of_every_operation_as_the_handlers_give_them() {
     let document = serde_json::to_value(demo_backend::http::openapi_document()).unwrap();
+    let bearer = &document["components"]["securitySchemes"]["bearer"];
     assert_eq!(
-        document["components"]["securitySchemes"]["bearer"],
-        json!({"type": "http", "scheme": "bearer", "description": document["components"]["securitySchemes"]["bearer"]["description"]}),
+        (&bearer["type"], &bearer["scheme"]),
+        (&json!("http"), &json!("bearer"))
     );
     assert_eq!(document["security"], json!([{"bearer": []}]));
     let problem = &document["components"]["schemas"]["Problem"];

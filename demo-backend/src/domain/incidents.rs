@@ -105,20 +105,31 @@ pub struct TimelineEvent {
 }
 
 /// What a client sends to open an incident.
+///
+/// The schema's patterns say what [`NewIncident::validate`] checks, in the regular-expression
+/// syntax of JSON Schema: the whitespace class is exactly what `str::trim` removes (Unicode
+/// `White_Space`), and no text may contain NUL (PostgreSQL cannot store it).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
-    /// One line saying what is wrong, 1 to 200 characters.
+    /// One line saying what is wrong: 1 to 200 characters once leading and trailing whitespace
+    /// is trimmed (it is stored trimmed), no NUL.
+    #[schema(
+        pattern = r"^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000](?:[^\u0000]{0,198}[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000])?[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub title: String,
     pub severity: Severity,
-    /// What is known so far.
+    /// What is known so far: at most 10000 characters, no NUL.
     #[serde(default)]
+    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
     pub summary: String,
-    /// Affected services (at most 50).
+    /// Affected services (at most 50; repeated ids count once).
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub service_ids: Vec<Uuid>,
     /// Alerts to link (at most 50); they must not belong to another incident.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub alert_ids: Vec<Uuid>,
     /// The user leading the response; defaults to nobody.
     #[serde(default)]
@@ -189,6 +200,8 @@ impl NewIncident {
 }
 
 /// Checks a note's text; `field` names it for the client (`body` of a note, `note` of a resolution).
+/// The request types document this as 1 to 10000 characters and the pattern
+/// `^[^\u0000]*[^WS\u0000][^\u0000]*$` (WS: the whitespace that `str::trim` removes).
 fn validate_note(field: &str, text: &str) -> Result<(), DomainError> {
     if text.trim().is_empty() || text.chars().count() > MAX_TEXT {
         return Err(DomainError::invalid(field, "must be 1 to 10000 characters"));

@@ -33,9 +33,10 @@ impl PageRequest {
         }
         let after = cursor
             .map(|text| {
-                URL_SAFE_NO_PAD
-                    .decode(text)
-                    .ok()
+                // Every cursor this API issues is non-empty, so an empty one is refused too.
+                Some(text)
+                    .filter(|text| !text.is_empty())
+                    .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
                     .and_then(|bytes| String::from_utf8(bytes).ok())
                     .ok_or_else(invalid_cursor)
             })

@@ -41,7 +41,7 @@ impl AppState {
 
 /// The whole application: the API under `/api/v1`, its OpenAPI document, and health probes.
 pub fn router(state: AppState) -> Router {
-    let (router, document) = openapi::routes().split_for_parts();
+    let (router, document) = openapi::router_and_document();
     let document = Arc::new(document);
     router
         .route(
@@ -60,7 +60,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document of the API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    openapi::routes().split_for_parts().1
+    openapi::router_and_document().1
 }
 
 /// Serves `router` on an already-bound listener until `shutdown` completes, then finishes the

@@ -2400,6 +2400,122 @@ async fn the_documented_routes_are_exactly_the_route_snapshot() {
     );
 }
 
+/// The document says what the API answers: every error is problem+json with the Problem schema,
+/// every operation that needs a token lists 401, 403, 429 (with `Retry-After`), 500 and 503, every
+/// operation with parameters lists 400, with a path parameter 404, with a JSON body 413, 415 and
+/// 422; request bodies refuse unknown fields and are required unless the handler accepts none.
+#[tokio::test]
+async fn the_document_lists_every_answer_of_every_operation_as_the_handlers_give_them() {
+    let document = serde_json::to_value(demo_backend::http::openapi_document()).unwrap();
+    let bearer = &document["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&bearer["type"], &bearer["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+    assert_eq!(document["security"], json!([{"bearer": []}]));
+    let problem = &document["components"]["schemas"]["Problem"];
+    assert_eq!(problem["type"], "object", "{problem}");
+    for (method, path, operation) in operations(&document) {
+        let shown = format!("{method} {path}");
+        let responses = operation["responses"].as_object().unwrap();
+        let statuses: BTreeSet<&str> = responses.keys().map(String::as_str).collect();
+        for (status, response) in responses {
+            let content = response["content"].as_object();
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"],
+                    json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}),
+                    "{shown} {status}"
+                );
+            } else {
+                assert!(
+                    content
+                        .is_some_and(|content| !content.contains_key("application/problem+json")),
+                    "{shown} {status}: {response}"
+                );
+            }
+            assert!(
+                response["description"]
+                    .as_str()
+                    .is_some_and(|text| !text.is_empty())
+                    || !status.starts_with('4'),
+                "{shown} {status} has no description"
+            );
+        }
+        let public = operation["security"] == json!([{}]);
+        let expect = |status: &str, wanted: bool| {
+            assert_eq!(
+                statuses.contains(status),
+                wanted,
+                "{shown} lists {statuses:?}; {status}?"
+            );
+        };
+        for status in ["401", "403", "429", "500", "503"] {
+            expect(status, !public || (path == "/readyz" && status == "503"));
+        }
+        if !public {
+            let retry_after = &responses["429"]["headers"]["Retry-After"]["schema"];
+            assert_eq!(retry_after["type"], "integer", "{shown}");
+            assert!(
+                responses["401"]["headers"]["WWW-Authenticate"].is_object(),
+                "{shown}"
+            );
+        }
+        let parameters = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let has_in = |location: &str| {
+            parameters
+                .iter()
+                .any(|parameter| parameter["in"] == location)
+        };
+        let body = &operation["requestBody"];
+        expect("400", !parameters.is_empty() || body.is_object());
+        expect(
+            "404",
+            has_in("path") || path == "/api/v1/incidents" && method == "POST",
+        );
+        expect("413", body.is_object());
+        expect("415", body.is_object());
+        expect(
+            "422",
+            body.is_object() || has_in("query") || has_in("header"),
+        );
+
+        if body.is_object() {
+            let optional = path.ends_with("/acknowledge") || path.ends_with("/resolve");
+            assert_eq!(
+                body["required"].as_bool().unwrap_or(false),
+                !optional,
+                "{shown}"
+            );
+            let schema = &body["content"]["application/json"]["schema"];
+            let name = schema["$ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{shown}: {schema}"));
+            let name = name.trim_start_matches("#/components/schemas/");
+            let component = &document["components"]["schemas"][name];
+            assert_eq!(component["type"], "object", "{shown}: {component}");
+            assert_eq!(
+                component["additionalProperties"], false,
+                "{shown}: {component}"
+            );
+        }
+    }
+    let limits = &document["paths"]["/api/v1/incidents"]["get"]["parameters"];
+    let limit = limits
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(200))
+    );
+}
+
 /// Whether an answer is the router's own fallback (no route) or a 405, rather than a handler's.
 async fn is_served_by_a_handler(response: reqwest::Response) -> Result<StatusCode, String> {
     let status = response.status();

@@ -1064,6 +1064,99 @@ async fn hostile_requests_get_a_problem_never_a_500_and_write_nothing() {
     );
 }
 
+/// Every JSON value that is not an object, including an array holding the fields in order (which
+/// serde alone would read as the struct), is refused as the body of every write operation that
+/// the document lists with a JSON body, and writes nothing.
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_with_422_by_every_write_and_writes_nothing() {
+    let (app, seeded) = seeded_app().await;
+    let token = seeded.token("acme", Role::Responder);
+    let incident = open_incident(&app, &token, json!({"title": "Target", "severity": "low"})).await;
+    let id = id_of(&incident).to_owned();
+    let alert = insert_firing_alert(app.pool(), "acme", "cart-service", "unlinked").await;
+    let hostile = Hostile {
+        app: &app,
+        token: &token,
+        before: snapshot(app.pool()).await,
+    };
+
+    // The write operations as the document lists them, so a new one cannot be forgotten here.
+    let document: Value = serde_json::to_value(demo_backend::http::openapi_document()).unwrap();
+    let mut writes: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, item)| item["post"]["requestBody"]["content"]["application/json"].is_object())
+        .map(|(path, _)| path.replace("{incident_id}", &id))
+        .collect();
+    writes.sort();
+    let expected = ["", "/acknowledge", "/alerts", "/notes", "/resolve"].map(|action| {
+        if action.is_empty() {
+            INCIDENTS.to_owned()
+        } else {
+            format!("{INCIDENTS}/{id}{action}")
+        }
+    });
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(writes, expected, "the write operations with a JSON body");
+
+    let positional = |path: &str| match path.rsplit('/').next() {
+        Some("incidents") => json!(["t", "high"]).to_string(),
+        Some("notes") => json!(["a note"]).to_string(),
+        Some("alerts") => json!([alert]).to_string(),
+        Some("resolve") => json!(["fixed"]).to_string(),
+        _ => "[]".to_owned(),
+    };
+    for path in &writes {
+        let wrong_types = [
+            "[]".to_owned(),
+            positional(path),
+            r#""a string""#.to_owned(),
+            "42".to_owned(),
+            "-1.5e3".to_owned(),
+            "true".to_owned(),
+            "null".to_owned(),
+            " \n null \t".to_owned(),
+        ];
+        for body in &wrong_types {
+            let shown = format!("POST {path} {body}");
+            let request = app.request(Method::POST, path, Some(&token));
+            let request = request
+                .header("content-type", "application/json")
+                .body(body.clone());
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            let problem =
+                expect_problem(request.send().await.unwrap(), status, "invalid_field").await;
+            assert_eq!(problem["field"], "body", "{shown}: {problem}");
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("expected a JSON object"),
+                "{shown}: {detail}"
+            );
+            assert_nothing_written(&hostile.before, &snapshot(app.pool()).await, &shown);
+        }
+    }
+
+    // The same requests with object bodies do write: the refusals above were about the type.
+    let acknowledge = format!("{INCIDENTS}/{id}/acknowledge");
+    hostile
+        .check(
+            Method::POST,
+            &acknowledge,
+            r#"{"note": "x"}"#,
+            JSON,
+            422,
+            Answer::Field("note"),
+        )
+        .await;
+    let response = app.post(&acknowledge, &token, &json!({})).await;
+    assert_eq!(
+        expect_json(response, StatusCode::OK).await["status"],
+        "acknowledged"
+    );
+}
+
 #[tokio::test]
 async fn sixty_kib_bodies_of_unicode_within_the_limits_are_stored_literally() {
     let (app, seeded) = seeded_app().await;

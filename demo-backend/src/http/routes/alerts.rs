@@ -10,7 +10,7 @@ use crate::domain::kinds::{AlertState, Severity};
 use crate::domain::page::PageRequest;
 use crate::http::auth::Reader;
 use crate::http::extract::{Json, Path, Query};
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::ApiError;
 use crate::http::routes::PageBody;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -25,14 +25,16 @@ pub struct AlertListParams {
     /// Alerts that started before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
 /// Alerts, newest first.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertListParams),
-    responses((status = 200, body = PageBody<Alert>), (status = 400, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = PageBody<Alert>)))]
 pub async fn list_alerts(
     Reader(tenant): Reader,
     Query(params): Query<AlertListParams>,
@@ -51,7 +53,7 @@ pub async fn list_alerts(
 /// One alert.
 #[utoipa::path(get, path = "/api/v1/alerts/{alert_id}", tag = "alerts",
     params(("alert_id" = Uuid, Path)),
-    responses((status = 200, body = Alert), (status = 404, body = Problem)))]
+    responses((status = 200, body = Alert)))]
 pub async fn get_alert(
     Reader(tenant): Reader,
     Path(alert_id): Path<Uuid>,

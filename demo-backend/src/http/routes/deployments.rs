@@ -10,7 +10,7 @@ use crate::domain::kinds::DeploymentStatus;
 use crate::domain::page::PageRequest;
 use crate::http::auth::Reader;
 use crate::http::extract::{Json, Query};
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::ApiError;
 use crate::http::routes::PageBody;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -24,14 +24,16 @@ pub struct DeploymentListParams {
     /// Deployments started before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
 /// Deployments, newest first.
 #[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", params(DeploymentListParams),
-    responses((status = 200, body = PageBody<Deployment>), (status = 400, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = PageBody<Deployment>)))]
 pub async fn list_deployments(
     Reader(tenant): Reader,
     Query(params): Query<DeploymentListParams>,

@@ -17,7 +17,7 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses(
         (status = 200, description = "Ready to serve", body = String),
-        (status = 503, description = "The database is not reachable", body = crate::http::Problem),
+        (status = 503, description = "The database is not reachable"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {
     sqlx::query("SELECT 1")

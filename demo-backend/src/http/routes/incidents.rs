@@ -14,7 +14,7 @@ use crate::domain::kinds::{IncidentStatus, Severity};
 use crate::domain::page::PageRequest;
 use crate::http::auth::{Reader, Writer};
 use crate::http::extract::{Json, OptionalJson, Path, Query};
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::ApiError;
 use crate::http::routes::PageBody;
 
 /// The header that makes a creating request safe to retry.
@@ -35,14 +35,16 @@ pub struct IncidentListParams {
     /// Incidents opened before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
 /// Incidents, newest first.
 #[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(IncidentListParams),
-    responses((status = 200, body = PageBody<Incident>), (status = 400, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = PageBody<Incident>)))]
 pub async fn list_incidents(
     Reader(tenant): Reader,
     Query(params): Query<IncidentListParams>,
@@ -61,7 +63,7 @@ pub async fn list_incidents(
 /// One incident with its linked alerts and timeline.
 #[utoipa::path(get, path = "/api/v1/incidents/{incident_id}", tag = "incidents",
     params(("incident_id" = Uuid, Path)),
-    responses((status = 200, body = IncidentDetail), (status = 404, body = Problem)))]
+    responses((status = 200, body = IncidentDetail)))]
 pub async fn get_incident(
     Reader(tenant): Reader,
     Path(incident_id): Path<Uuid>,
@@ -72,12 +74,16 @@ pub async fn get_incident(
 /// Opens an incident. Send an `Idempotency-Key` header (e.g. a UUID) to make retries safe: a
 /// retry with the same key and body returns the same incident with `Idempotent-Replayed: true`.
 #[utoipa::path(post, path = "/api/v1/incidents", tag = "incidents",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe; 1 to 255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+        description = "Makes retries safe; 1 to 255 visible ASCII characters, e.g. a UUID")),
     request_body = NewIncident,
     responses(
-        (status = 201, body = IncidentDetail),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 201, body = IncidentDetail, headers(
+            ("Location" = String, description = "The incident's URL"),
+            ("Idempotent-Replayed" = String, description = "`true` when this answers a retry and nothing new was created"),
+        )),
+        (status = 404, description = "A named service, alert or commander is not in the organisation"),
+        (status = 409, description = "A named alert belongs to another incident"),
     ))]
 pub async fn create_incident(
     Writer(tenant): Writer,
@@ -90,21 +96,38 @@ pub async fn create_incident(
     Ok(created_response(created, Some(location)))
 }
 
+/// The optional body of an acknowledgement: an empty object (nothing to say yet).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeRequest {}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
-    /// How it was resolved, recorded in the timeline.
+    /// How it was resolved, recorded in the timeline: 1 to 10000 characters, not only
+    /// whitespace, no NUL.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = r"^[^\u0000]*[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000][^\u0000]*$"
+    )]
     pub note: Option<String>,
 }
 
-/// Acknowledges an open incident (409 when it is not open).
+/// Acknowledges an open incident (409 when it is not open). The body is optional; when sent it
+/// is an empty object.
 #[utoipa::path(post, path = "/api/v1/incidents/{incident_id}/acknowledge", tag = "incidents",
     params(("incident_id" = Uuid, Path)),
-    responses((status = 200, body = IncidentDetail), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    request_body(content = Option<AcknowledgeRequest>, description = "Optional: no body, or an empty object", content_type = "application/json"),
+    responses(
+        (status = 200, body = IncidentDetail),
+        (status = 409, description = "The incident is not open"),
+    ))]
 pub async fn acknowledge_incident(
     Writer(tenant): Writer,
     Path(incident_id): Path<Uuid>,
+    OptionalJson(_nothing): OptionalJson<AcknowledgeRequest>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     Ok(Json(
         tenant
@@ -116,8 +139,11 @@ pub async fn acknowledge_incident(
 /// Resolves an open or acknowledged incident (409 when already resolved). The body is optional.
 #[utoipa::path(post, path = "/api/v1/incidents/{incident_id}/resolve", tag = "incidents",
     params(("incident_id" = Uuid, Path)),
-    request_body(content = Option<ResolveRequest>),
-    responses((status = 200, body = IncidentDetail), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    request_body(content = Option<ResolveRequest>, description = "Optional: no body, or an object", content_type = "application/json"),
+    responses(
+        (status = 200, body = IncidentDetail),
+        (status = 409, description = "The incident is already resolved"),
+    ))]
 pub async fn resolve_incident(
     Writer(tenant): Writer,
     Path(incident_id): Path<Uuid>,
@@ -134,15 +160,26 @@ pub async fn resolve_incident(
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteRequest {
-    /// The note, 1 to 10000 characters.
+    /// The note: 1 to 10000 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = r"^[^\u0000]*[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\u0000][^\u0000]*$"
+    )]
     pub body: String,
 }
 
 /// Adds a note to the incident's timeline. Honours `Idempotency-Key` like incident creation.
 #[utoipa::path(post, path = "/api/v1/incidents/{incident_id}/notes", tag = "incidents",
-    params(("incident_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("incident_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+            description = "Makes retries safe; 1 to 255 visible ASCII characters, e.g. a UUID")),
     request_body = NoteRequest,
-    responses((status = 201, body = TimelineEvent), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses(
+        (status = 201, body = TimelineEvent, headers(
+            ("Idempotent-Replayed" = String, description = "`true` when this answers a retry and nothing new was created"),
+        )),
+    ))]
 pub async fn add_note(
     Writer(tenant): Writer,
     Path(incident_id): Path<Uuid>,
@@ -167,7 +204,10 @@ pub struct LinkAlertRequest {
 #[utoipa::path(post, path = "/api/v1/incidents/{incident_id}/alerts", tag = "incidents",
     params(("incident_id" = Uuid, Path)),
     request_body = LinkAlertRequest,
-    responses((status = 200, body = IncidentDetail), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses(
+        (status = 200, body = IncidentDetail),
+        (status = 409, description = "The alert belongs to another incident, or the incident is resolved"),
+    ))]
 pub async fn link_alert(
     Writer(tenant): Writer,
     Path(incident_id): Path<Uuid>,

@@ -42,10 +42,7 @@ pub struct MeToken {
 
 /// Who the token belongs to, its organisation and its scopes.
 #[utoipa::path(get, path = "/api/v1/me", tag = "identity",
-    responses(
-        (status = 200, body = Me),
-        (status = 401, body = crate::http::Problem),
-    ))]
+    responses((status = 200, body = Me)))]
 pub async fn me(caller: Caller) -> Result<Json<Me>, ApiError> {
     caller.require(Scope::Read)?;
     let principal = caller.principal;

@@ -9,13 +9,13 @@ use crate::domain::metrics::{Aggregation, MetricSeries, Point, RangeQuery, Sampl
 use crate::domain::page::PageRequest;
 use crate::http::auth::Reader;
 use crate::http::extract::{Json, Path, Query};
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::ApiError;
 use crate::http::routes::PageBody;
 
 /// The metric series of a service with their latest values.
 #[utoipa::path(get, path = "/api/v1/services/{service_id}/metrics", tag = "metrics",
     params(("service_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<MetricSeries>), (status = 404, body = Problem)))]
+    responses((status = 200, body = Vec<MetricSeries>)))]
 pub async fn list_series(
     Reader(tenant): Reader,
     Path(service_id): Path<Uuid>,
@@ -31,7 +31,11 @@ pub struct RangeParams {
     from: Option<DateTime<Utc>>,
     /// End of the window, exclusive, RFC 3339 (default: now).
     to: Option<DateTime<Utc>>,
-    /// Width of each point: `60s`, `5m`, `1h`, `1d` (default `1m`); at most 11000 points.
+    /// Width of each point: `60s`, `5m`, `1h`, `1d` (default `1m`): at least 60 seconds, an
+    /// amount of at most 1000000; at most 11000 points.
+    #[param(
+        pattern = r"^0*(?:(?:[6-9][0-9]|[1-9][0-9]{2,5}|1000000)s|(?:[1-9][0-9]{0,5}|1000000)[mhd])$"
+    )]
     step: Option<String>,
     /// How samples within a step are combined (default `avg`).
     aggregation: Option<Aggregation>,
@@ -52,11 +56,8 @@ pub struct RangeResult {
 
 /// A metric over a time window, aggregated per step in the database.
 #[utoipa::path(get, path = "/api/v1/services/{service_id}/metrics/{metric}", tag = "metrics",
-    params(("service_id" = Uuid, Path), ("metric" = String, Path, description = "e.g. error_rate"), RangeParams),
-    responses(
-        (status = 200, body = RangeResult),
-        (status = 404, body = Problem), (status = 422, body = Problem),
-    ))]
+    params(("service_id" = Uuid, Path), ("metric" = String, Path, min_length = 1, pattern = r"^[^\u0000]*$", description = "e.g. error_rate"), RangeParams),
+    responses((status = 200, body = RangeResult)))]
 pub async fn query_range(
     Reader(tenant): Reader,
     Path((service_id, metric)): Path<(Uuid, String)>,
@@ -92,15 +93,17 @@ pub struct SampleParams {
     /// End of the window, exclusive, RFC 3339 (default: now).
     to: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
 /// Raw per-minute samples, oldest first, paged.
 #[utoipa::path(get, path = "/api/v1/services/{service_id}/metrics/{metric}/samples", tag = "metrics",
-    params(("service_id" = Uuid, Path), ("metric" = String, Path), SampleParams),
-    responses((status = 200, body = PageBody<Sample>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    params(("service_id" = Uuid, Path), ("metric" = String, Path, min_length = 1, pattern = r"^[^\u0000]*$", description = "e.g. error_rate"), SampleParams),
+    responses((status = 200, body = PageBody<Sample>)))]
 pub async fn list_samples(
     Reader(tenant): Reader,
     Path((service_id, metric)): Path<(Uuid, String)>,

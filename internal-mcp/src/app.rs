@@ -48,6 +48,7 @@ impl AppState {
             &config.privileged_database,
             &config.reader_database,
             config.reader_connections,
+            config.allow_reader_in_other_databases,
         )
         .await?;
         let reader = Reader::new(databases.reader.clone(), config.limits);

@@ -89,6 +89,10 @@ pub struct ServeArguments {
     /// use when listening elsewhere.
     #[arg(long = "allowed-host", value_delimiter = ',', default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])]
     pub allowed_hosts: Vec<String>,
+    /// Start even though the reader role may connect to other databases on the server (for
+    /// shared test servers only; production refuses).
+    #[arg(long, env = "INTERNAL_MCP_ALLOW_READER_IN_OTHER_DATABASES")]
+    pub allow_reader_in_other_databases: bool,
     /// Credential issuers (`iss`) to trust.
     #[arg(long = "trusted-issuer", value_delimiter = ',', default_values_t = DEFAULT_TRUSTED_ISSUERS.map(str::to_owned))]
     pub trusted_issuers: Vec<String>,
@@ -155,6 +159,10 @@ async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
     };
     config.reader_connections = arguments.reader_connections;
     config.allowed_hosts = arguments.allowed_hosts;
+    config.allow_reader_in_other_databases = arguments.allow_reader_in_other_databases;
+    if config.allow_reader_in_other_databases {
+        tracing::warn!("the reader role may connect to other databases: allowed by configuration");
+    }
     config.credentials.trusted_issuers = arguments.trusted_issuers;
     let state = AppState::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(arguments.listen).await?;

@@ -37,6 +37,9 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// How long a privileged operation's plan may wait for its confirmation.
     pub confirmation_lifetime: Duration,
+    /// Start even though the reader may connect to other databases on the server. Only for shared
+    /// test servers, where every test's database is open to the cluster-wide reader role.
+    pub allow_reader_in_other_databases: bool,
 }
 
 /// Which service credentials are accepted.
@@ -233,6 +236,7 @@ impl Config {
             endpoints: Endpoint::EVERY.to_vec(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             confirmation_lifetime: Duration::from_secs(300),
+            allow_reader_in_other_databases: false,
         }
     }
 
@@ -288,6 +292,10 @@ impl fmt::Debug for Config {
             .field("endpoints", &self.endpoints)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("confirmation_lifetime", &self.confirmation_lifetime)
+            .field(
+                "allow_reader_in_other_databases",
+                &self.allow_reader_in_other_databases,
+            )
             .finish()
     }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod hardening;
 pub mod operations;
 pub mod reader;
 pub mod schema;

@@ -19,14 +19,17 @@ use crate::analytics::within;
 use crate::auth::Caller;
 use crate::config::Endpoint;
 use crate::error::Error;
+use crate::operations::{CONFIRMATION_TOKEN_ARGUMENT, arguments_digest};
 
 /// Argument names whose values never reach the trail.
-const REDACTED_ARGUMENTS: [&str; 1] = ["confirmation_token"];
+const REDACTED_ARGUMENTS: [&str; 1] = [CONFIRMATION_TOKEN_ARGUMENT];
 
 /// One call in progress: who makes it, and what the tool reports about it for the trail.
 #[derive(Debug, Clone)]
 pub struct ToolCall {
     pub caller: Caller,
+    /// The digest a two-step confirmation binds: the whole arguments but the token.
+    arguments_digest: [u8; 32],
     details: Arc<Mutex<CallDetails>>,
 }
 
@@ -94,11 +97,17 @@ pub struct AuditRecord {
 }
 
 impl ToolCall {
-    pub fn new(caller: Caller) -> Self {
+    pub fn new(caller: Caller, arguments: &Value) -> Self {
         Self {
             caller,
+            arguments_digest: arguments_digest(arguments),
             details: Arc::default(),
         }
+    }
+
+    /// The digest of this call's whole arguments without the confirmation token.
+    pub fn arguments_digest(&self) -> &[u8; 32] {
+        &self.arguments_digest
     }
 
     /// The SQL the call ran on the reader connection.

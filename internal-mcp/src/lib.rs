@@ -13,6 +13,7 @@ pub mod database;
 pub mod error;
 pub mod hardening;
 pub mod operations;
+pub mod policy;
 pub mod reader;
 pub mod schema;
 pub mod server;

@@ -17,6 +17,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::admission::AdmissionControl;
 use crate::audit::AuditTrail;
 use crate::auth::{Authenticator, require_service_credential};
 use crate::config::Config;
@@ -37,6 +38,7 @@ struct Inner {
     authenticator: Authenticator,
     operations: Operations,
     audit: AuditTrail,
+    admission: AdmissionControl,
 }
 
 impl AppState {
@@ -60,6 +62,11 @@ impl AppState {
                 config.confirmation_lifetime,
             ),
             audit: AuditTrail::new(databases.privileged.clone()),
+            admission: AdmissionControl::new(
+                config.max_calls_per_caller,
+                config.max_calls_per_organization,
+                config.limits.statement_timeout,
+            ),
             reader,
             databases,
             config,
@@ -84,6 +91,10 @@ impl AppState {
 
     pub fn audit(&self) -> &AuditTrail {
         &self.0.audit
+    }
+
+    pub fn admission(&self) -> &AdmissionControl {
+        &self.0.admission
     }
 }
 

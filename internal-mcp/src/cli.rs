@@ -85,6 +85,12 @@ pub struct ServeArguments {
     /// Reader connections at most.
     #[arg(long, default_value_t = 8)]
     pub reader_connections: u32,
+    /// Calls one user may have in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub max_calls_per_caller: usize,
+    /// Calls one organisation may have in flight at once (fewer than the reader connections).
+    #[arg(long, default_value_t = 6)]
+    pub max_calls_per_organization: usize,
     /// Accepted `Host` header values; loopback names by default. Add the names internal services
     /// use when listening elsewhere.
     #[arg(long = "allowed-host", value_delimiter = ',', default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])]
@@ -158,6 +164,8 @@ async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
         max_query_cost: arguments.max_query_cost,
     };
     config.reader_connections = arguments.reader_connections;
+    config.max_calls_per_caller = arguments.max_calls_per_caller;
+    config.max_calls_per_organization = arguments.max_calls_per_organization;
     config.allowed_hosts = arguments.allowed_hosts;
     config.allow_reader_in_other_databases = arguments.allow_reader_in_other_databases;
     if config.allow_reader_in_other_databases {

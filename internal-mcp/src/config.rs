@@ -29,6 +29,11 @@ pub struct Config {
     pub reader_database: PgConnectOptions,
     /// How many reader connections at most: each runs one query at a time.
     pub reader_connections: u32,
+    /// Calls one user may have in flight at once; more are refused with when to retry.
+    pub max_calls_per_caller: usize,
+    /// Calls one organisation may have in flight at once: fewer than the reader connections, so
+    /// other organisations always find one.
+    pub max_calls_per_organization: usize,
     pub credentials: CredentialPolicy,
     pub limits: Limits,
     /// The endpoints to mount; never empty.
@@ -231,6 +236,8 @@ impl Config {
             privileged_database,
             reader_database,
             reader_connections: 8,
+            max_calls_per_caller: 2,
+            max_calls_per_organization: 6,
             credentials: CredentialPolicy::new(signing_key),
             limits: Limits::DEFAULT,
             endpoints: Endpoint::EVERY.to_vec(),
@@ -258,6 +265,21 @@ impl Config {
             return Err(Error::Startup(
                 "the reader pool must have between 1 and 100 connections".into(),
             ));
+        }
+        let connections = usize::try_from(self.reader_connections).unwrap_or(usize::MAX);
+        if self.max_calls_per_caller == 0
+            || self.max_calls_per_caller > self.max_calls_per_organization
+        {
+            return Err(Error::Startup(
+                "calls per caller must be at least 1 and at most the calls per organisation".into(),
+            ));
+        }
+        if connections > 1 && self.max_calls_per_organization >= connections {
+            return Err(Error::Startup(format!(
+                "calls per organisation ({}) must be fewer than the reader connections ({connections}), so one \
+                 organisation cannot take them all",
+                self.max_calls_per_organization
+            )));
         }
         if self.confirmation_lifetime.is_zero()
             || self.confirmation_lifetime > Duration::from_secs(3600)
@@ -287,6 +309,11 @@ impl fmt::Debug for Config {
             .field("privileged_database", &describe(&self.privileged_database))
             .field("reader_database", &describe(&self.reader_database))
             .field("reader_connections", &self.reader_connections)
+            .field("max_calls_per_caller", &self.max_calls_per_caller)
+            .field(
+                "max_calls_per_organization",
+                &self.max_calls_per_organization,
+            )
             .field("credentials", &self.credentials)
             .field("limits", &self.limits)
             .field("endpoints", &self.endpoints)

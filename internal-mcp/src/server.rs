@@ -504,12 +504,17 @@ impl ServerHandler for InternalMcpServer {
                 .await;
             return Err(ErrorData::invalid_params(message, None));
         };
-        if let Err(error) = policy::may_call(caller.role, declared) {
-            let message = error.to_string();
-            self.audit(&call, &tool, arguments, started, Some(message))
-                .await;
-            return Ok(error.into_tool_result().into());
-        }
+        let admitted = policy::may_call(caller.role, declared)
+            .and_then(|_| self.state.admission().admit(&caller));
+        let _admission = match admitted {
+            Ok(admission) => admission,
+            Err(error) => {
+                let message = error.to_string();
+                self.audit(&call, &tool, arguments, started, Some(message))
+                    .await;
+                return Ok(error.into_tool_result().into());
+            }
+        };
 
         context.extensions.insert(call.clone());
         let response = self
@@ -570,7 +575,10 @@ impl ServerHandler for InternalMcpServer {
         let arguments = json!({ "uri": uri });
         let call = ToolCall::new(caller.clone(), &arguments);
         let reader = self.state.reader();
-        let result: Result<Value, Error> = if !self.serves_schema_resources() {
+        let admission = self.state.admission().admit(&caller);
+        let result: Result<Value, Error> = if let Err(error) = admission {
+            Err(error)
+        } else if !self.serves_schema_resources() {
             Err(Error::NotFound(format!(
                 "no resource {uri} on this endpoint"
             )))

@@ -144,6 +144,8 @@ pub fn test_config(database: &TestDatabase) -> Config {
     );
     config.limits = test_limits();
     config.reader_connections = 4;
+    config.max_calls_per_caller = 2;
+    config.max_calls_per_organization = 3;
     // Every test's database on the shared test server is open to the cluster-wide reader role.
     config.allow_reader_in_other_databases = true;
     config

@@ -27,6 +27,9 @@ use crate::operations::Operations;
 use crate::reader::Reader;
 use crate::server::InternalMcpServer;
 
+/// How often old audit records and expired confirmations are purged.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Everything a request needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -54,6 +57,8 @@ impl AppState {
         )
         .await?;
         let reader = Reader::new(databases.reader.clone(), config.limits);
+        let audit = AuditTrail::new(databases.privileged.clone());
+        audit.spawn_purging(config.audit_retention, PURGE_INTERVAL);
         Ok(Self(Arc::new(Inner {
             authenticator: Authenticator::new(&config.credentials, databases.privileged.clone()),
             operations: Operations::new(
@@ -61,7 +66,7 @@ impl AppState {
                 reader.clone(),
                 config.confirmation_lifetime,
             ),
-            audit: AuditTrail::new(databases.privileged.clone()),
+            audit,
             admission: AdmissionControl::new(
                 config.max_calls_per_caller,
                 config.max_calls_per_organization,

@@ -85,6 +85,9 @@ pub struct ServeArguments {
     /// Reader connections at most.
     #[arg(long, default_value_t = 8)]
     pub reader_connections: u32,
+    /// Days audit records are kept before they are purged.
+    #[arg(long, default_value_t = 90)]
+    pub audit_retention_days: u64,
     /// Calls one user may have in flight at once.
     #[arg(long, default_value_t = 2)]
     pub max_calls_per_caller: usize,
@@ -165,6 +168,8 @@ async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
     };
     config.reader_connections = arguments.reader_connections;
     config.max_calls_per_caller = arguments.max_calls_per_caller;
+    config.audit_retention =
+        Duration::from_secs(arguments.audit_retention_days.saturating_mul(24 * 3600));
     config.max_calls_per_organization = arguments.max_calls_per_organization;
     config.allowed_hosts = arguments.allowed_hosts;
     config.allow_reader_in_other_databases = arguments.allow_reader_in_other_databases;

@@ -42,6 +42,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// How long a privileged operation's plan may wait for its confirmation.
     pub confirmation_lifetime: Duration,
+    /// How long audit records are kept; older ones (and long-expired confirmations) are purged.
+    pub audit_retention: Duration,
     /// Start even though the reader may connect to other databases on the server. Only for shared
     /// test servers, where every test's database is open to the cluster-wide reader role.
     pub allow_reader_in_other_databases: bool,
@@ -243,6 +245,7 @@ impl Config {
             endpoints: Endpoint::EVERY.to_vec(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             confirmation_lifetime: Duration::from_secs(300),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             allow_reader_in_other_databases: false,
         }
     }
@@ -280,6 +283,11 @@ impl Config {
                  organisation cannot take them all",
                 self.max_calls_per_organization
             )));
+        }
+        if self.audit_retention < Duration::from_secs(24 * 3600) {
+            return Err(Error::Startup(
+                "audit records must be kept at least a day".into(),
+            ));
         }
         if self.confirmation_lifetime.is_zero()
             || self.confirmation_lifetime > Duration::from_secs(3600)
@@ -319,6 +327,7 @@ impl fmt::Debug for Config {
             .field("endpoints", &self.endpoints)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("confirmation_lifetime", &self.confirmation_lifetime)
+            .field("audit_retention", &self.audit_retention)
             .field(
                 "allow_reader_in_other_databases",
                 &self.allow_reader_in_other_databases,

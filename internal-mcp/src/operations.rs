@@ -33,6 +33,8 @@ use crate::auth::Caller;
 use crate::error::Error;
 use crate::reader::Reader;
 
+/// Plans (first steps) one user may ask for per minute; each stores a confirmation.
+pub const MAX_PLANS_PER_MINUTE: i64 = 30;
 /// The argument every two-step tool takes its confirmation token in.
 pub const CONFIRMATION_TOKEN_ARGUMENT: &str = "confirmation_token";
 /// Prefix of confirmation tokens, so they are recognisable in logs and never mistaken for credentials.
@@ -386,6 +388,20 @@ impl Operations {
     ) -> Result<Value, Error> {
         let caller = &call.caller;
         let digest = call.arguments_digest();
+        let recent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM internal_mcp_confirmations
+              WHERE organization_id = $1 AND user_id = $2 AND created_at > now() - interval '1 minute'",
+        )
+        .bind(caller.organization_id)
+        .bind(caller.user_id)
+        .fetch_one(&self.privileged)
+        .await?;
+        if recent >= MAX_PLANS_PER_MINUTE {
+            return Err(Error::Refused(format!(
+                "too many plans: you asked for {recent} in the last minute (at most {MAX_PLANS_PER_MINUTE}); \
+                 confirm or drop the ones you have, and retry in a minute"
+            )));
+        }
         let token = new_token()?;
         let lifetime =
             Duration::from_std(self.confirmation_lifetime).unwrap_or(Duration::minutes(5));

@@ -386,3 +386,18 @@ async fn changing_any_argument_between_plan_and_confirmation_is_refused_for_ever
         "a refused confirmation changed something"
     );
 }
+
+#[tokio::test]
+async fn plans_are_rate_limited_per_user() {
+    let app = TestApp::spawn().await;
+    let dana = app.client(Endpoint::Incidents, "acme", "dana").await;
+    let arguments = json!({"monitor": "storefront-web traffic surge", "minutes": 5});
+    for _ in 0..internal_mcp::operations::MAX_PLANS_PER_MINUTE {
+        plan(&dana, "silence_monitor", arguments.clone()).await;
+    }
+    let refused = failure(&call(&dana, "silence_monitor", arguments.clone()).await);
+    assert!(refused.contains("too many plans"), "{refused}");
+    // Another user is not affected.
+    let marcus = app.client(Endpoint::Incidents, "acme", "marcus").await;
+    plan(&marcus, "silence_monitor", arguments).await;
+}

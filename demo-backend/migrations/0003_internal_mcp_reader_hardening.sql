@@ -140,3 +140,16 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Single-use service credentials (`"once": true`): the first request records the credential's
+-- jti here and any later one is refused. Rows outlive the credential by a minute of clock leeway;
+-- internal-mcp purges them after that. Not readable by internal_mcp_reader.
+CREATE TABLE internal_mcp_used_credentials (
+    jti text PRIMARY KEY CHECK (length(jti) BETWEEN 1 AND 200),
+    used_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+COMMENT ON TABLE internal_mcp_used_credentials IS 'jti of single-use internal-mcp service credentials already presented, until they expire. Not readable by internal_mcp_reader.';
+CREATE INDEX internal_mcp_used_credentials_by_expiry ON internal_mcp_used_credentials (expires_at);
+ALTER TABLE internal_mcp_used_credentials ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON internal_mcp_used_credentials FROM PUBLIC;

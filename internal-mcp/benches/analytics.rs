@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             organization_id,
             role: Role::Viewer,
             lifetime: Duration::from_secs(600),
+            single_use: false,
         },
     )?;
     let internal = connect(

@@ -244,8 +244,8 @@ impl AuditTrail {
         Ok(records.into_iter().map(AuditView::from).collect())
     }
 
-    /// Deletes audit records older than `retention` and confirmations that expired more than an
-    /// hour ago (kept that long so a late confirmation is told it expired, not that it is
+    /// Deletes audit records older than `retention`, the records of expired single-use
+    /// credentials, and confirmations that expired more than an hour ago (kept that long so a late confirmation is told it expired, not that it is
     /// unknown). Returns how many of each went.
     pub async fn purge(&self, retention: Duration) -> Result<(u64, u64), Error> {
         let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
@@ -261,6 +261,9 @@ impl AuditTrail {
         .execute(&self.database)
         .await?
         .rows_affected();
+        sqlx::query("DELETE FROM internal_mcp_used_credentials WHERE expires_at < now()")
+            .execute(&self.database)
+            .await?;
         Ok((records, confirmations))
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::error::Error;
+use crate::keys::PublicKeySet;
 
 /// The audience every credential must name.
 pub const AUDIENCE: &str = "internal-mcp";
@@ -19,6 +20,9 @@ pub const DEFAULT_TRUSTED_ISSUERS: [&str; 2] = ["internal-host", TOKEN_COMMAND_I
 
 /// The issuer the `internal-mcp token` command writes into the credentials it mints.
 pub const TOKEN_COMMAND_ISSUER: &str = "internal-mcp-token";
+
+/// The longest lifetime a credential may declare (`exp - iat`).
+pub const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Everything the server needs, injected.
 #[derive(Clone)]
@@ -52,7 +56,10 @@ pub struct Config {
 /// Which service credentials are accepted.
 #[derive(Clone, Debug)]
 pub struct CredentialPolicy {
-    pub signing_key: SigningKey,
+    /// The shared HS256 key, when HS256 credentials are still accepted. Whoever holds it can mint.
+    pub signing_key: Option<SigningKey>,
+    /// Ed25519 public keys by `kid`: EdDSA credentials must name one of them in their header.
+    pub public_keys: PublicKeySet,
     /// Credentials must name one of these as `iss`.
     pub trusted_issuers: Vec<String>,
     /// The longest lifetime (`exp - iat`) a credential may declare.
@@ -214,13 +221,20 @@ impl CredentialPolicy {
     /// The defaults: trusted issuers `internal-host` and `internal-mcp-token`, lifetimes up to ten
     /// minutes, thirty seconds of clock leeway.
     pub fn new(signing_key: SigningKey) -> Self {
+        Self::from_keys(Some(signing_key), PublicKeySet::default())
+    }
+
+    /// The defaults with these keys: EdDSA credentials by the public keys, HS256 ones only when a
+    /// shared key is given.
+    pub fn from_keys(signing_key: Option<SigningKey>, public_keys: PublicKeySet) -> Self {
         Self {
             signing_key,
+            public_keys,
             trusted_issuers: DEFAULT_TRUSTED_ISSUERS
                 .iter()
                 .map(|issuer| (*issuer).to_owned())
                 .collect(),
-            max_lifetime: Duration::from_secs(600),
+            max_lifetime: MAX_CREDENTIAL_LIFETIME,
             clock_leeway: Duration::from_secs(30),
         }
     }
@@ -234,13 +248,26 @@ impl Config {
         reader_database: PgConnectOptions,
         signing_key: SigningKey,
     ) -> Self {
+        Self::with_credentials(
+            privileged_database,
+            reader_database,
+            CredentialPolicy::new(signing_key),
+        )
+    }
+
+    /// The defaults, with the given credential policy.
+    pub fn with_credentials(
+        privileged_database: PgConnectOptions,
+        reader_database: PgConnectOptions,
+        credentials: CredentialPolicy,
+    ) -> Self {
         Self {
             privileged_database,
             reader_database,
             reader_connections: 8,
             max_calls_per_caller: 2,
             max_calls_per_organization: 6,
-            credentials: CredentialPolicy::new(signing_key),
+            credentials,
             limits: Limits::DEFAULT,
             endpoints: Endpoint::EVERY.to_vec(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
@@ -255,6 +282,11 @@ impl Config {
         self.limits.validate()?;
         if self.endpoints.is_empty() {
             return Err(Error::Startup("--mount names no endpoint".into()));
+        }
+        if self.credentials.signing_key.is_none() && self.credentials.public_keys.is_empty() {
+            return Err(Error::Startup(
+                "no credential key is configured: give public keys (JWKS) or an HS256 key".into(),
+            ));
         }
         if self.credentials.trusted_issuers.is_empty() {
             return Err(Error::Startup(

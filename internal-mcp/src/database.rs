@@ -88,7 +88,7 @@ impl Databases {
 /// Fails unless internal-mcp's own tables exist (the migration ran).
 pub async fn check_privileged_schema(privileged: &PgPool) -> Result<(), Error> {
     let missing: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM unnest(ARRAY['internal_mcp_audit_log', 'internal_mcp_confirmations']) AS name
+        "SELECT name FROM unnest(ARRAY['internal_mcp_audit_log', 'internal_mcp_confirmations', 'internal_mcp_used_credentials']) AS name
           WHERE to_regclass('public.' || name) IS NULL",
     )
     .fetch_all(privileged)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod database;
 pub mod error;
 pub mod hardening;
+pub mod keys;
 pub mod logging;
 pub mod operations;
 pub mod policy;

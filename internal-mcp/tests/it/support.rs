@@ -250,6 +250,7 @@ impl TestApp {
                 organization_id: user.organization_id,
                 role: user.role,
                 lifetime: Duration::from_secs(300),
+                single_use: false,
             },
         )
         .expect("a credential")

@@ -3,6 +3,9 @@
 //! the way a model would chain them (get_incident, list_deployments, then metric_summary before and
 //! after each deployment), at the 10-million-sample scale. Prints p50/p99; asserts nothing about time.
 //!
+//! It also measures `run_select` of `select 1` and of a group-by over the samples, through an rmcp
+//! client over HTTP and on a direct reader connection, side by side.
+//!
 //! `cargo bench -p internal-mcp --bench analytics` (PostgreSQL from the test harness, like the
 //! tests). `BENCH_SCALE` (default 5, about 10 million samples over 7 days) and `BENCH_QUERIES`
 //! (default 30) tune it. The external path runs the `external-mcp` binary (built on first use)
@@ -96,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .username("internal_mcp_reader")
         .password(READER_PASSWORD);
-    let config = Config::new(database.connect_options.clone(), reader, key.clone());
+    let mut config = Config::new(
+        database.connect_options.clone(),
+        reader.clone(),
+        key.clone(),
+    );
+    // The harness's server holds other databases, all open to the cluster-wide reader role.
+    config.allow_reader_in_other_databases = true;
     let state = AppState::connect(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -112,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             organization_id,
             role: Role::Viewer,
             lifetime: Duration::from_secs(600),
+            single_use: false,
         },
     )?;
     let internal = connect(
@@ -142,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         &mut latencies,
         &answer,
     );
+    bench_run_select(&internal, &reader, organization_id, queries * 10).await?;
 
     // (b) external-mcp's tools over the public REST API.
     let token = report.organizations[0]
@@ -153,6 +164,52 @@ async fn main() -> anyhow::Result<()> {
     match bench_external(database.pool.clone(), &token, &incident, queries).await {
         Ok(()) => {}
         Err(error) => println!("external-mcp path skipped: {error:#}"),
+    }
+    Ok(())
+}
+
+/// `run_select` through rmcp over HTTP against the same query on a direct reader connection
+/// (a read-only transaction with the organisation set, as internal-mcp runs it), side by side.
+async fn bench_run_select(
+    internal: &Client,
+    reader: &sqlx::postgres::PgConnectOptions,
+    organization_id: Uuid,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use sqlx::{Connection as _, Executor as _};
+    let group_by = "SELECT series_id, count(*) AS samples, avg(value) AS mean FROM metric_samples \
+                    WHERE ts > (SELECT max(ts) FROM metric_samples) - interval '6 hours' GROUP BY series_id";
+    let mut direct = sqlx::PgConnection::connect_with(reader).await?;
+    for (label, sql) in [
+        ("select 1", "SELECT 1 AS one"),
+        ("group-by over 6 h of samples", group_by),
+    ] {
+        let mut over_mcp = Vec::with_capacity(runs);
+        let mut on_direct = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            structured(&call(internal, "run_select", json!({ "sql": sql })).await?)?;
+            over_mcp.push(started.elapsed());
+
+            let started = Instant::now();
+            let mut transaction = direct.begin().await?;
+            transaction
+                .execute(format!("SET LOCAL app.organization_id = '{organization_id}'").as_str())
+                .await?;
+            sqlx::query(sql).fetch_all(&mut *transaction).await?;
+            transaction.rollback().await?;
+            on_direct.push(started.elapsed());
+        }
+        print_latencies(
+            &format!("run_select {label} over rmcp/HTTP"),
+            &mut over_mcp,
+            "-",
+        );
+        print_latencies(
+            &format!("{label} on a direct reader connection"),
+            &mut on_direct,
+            "-",
+        );
     }
     Ok(())
 }

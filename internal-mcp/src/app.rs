@@ -17,6 +17,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::admission::AdmissionControl;
 use crate::audit::AuditTrail;
 use crate::auth::{Authenticator, require_service_credential};
 use crate::config::Config;
@@ -25,6 +26,9 @@ use crate::error::Error;
 use crate::operations::Operations;
 use crate::reader::Reader;
 use crate::server::InternalMcpServer;
+
+/// How often old audit records and expired confirmations are purged.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Everything a request needs. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +41,7 @@ struct Inner {
     authenticator: Authenticator,
     operations: Operations,
     audit: AuditTrail,
+    admission: AdmissionControl,
 }
 
 impl AppState {
@@ -48,9 +53,12 @@ impl AppState {
             &config.privileged_database,
             &config.reader_database,
             config.reader_connections,
+            config.allow_reader_in_other_databases,
         )
         .await?;
         let reader = Reader::new(databases.reader.clone(), config.limits);
+        let audit = AuditTrail::new(databases.privileged.clone());
+        audit.spawn_purging(config.audit_retention, PURGE_INTERVAL);
         Ok(Self(Arc::new(Inner {
             authenticator: Authenticator::new(&config.credentials, databases.privileged.clone()),
             operations: Operations::new(
@@ -58,7 +66,12 @@ impl AppState {
                 reader.clone(),
                 config.confirmation_lifetime,
             ),
-            audit: AuditTrail::new(databases.privileged.clone()),
+            audit,
+            admission: AdmissionControl::new(
+                config.max_calls_per_caller,
+                config.max_calls_per_organization,
+                config.limits.statement_timeout,
+            ),
             reader,
             databases,
             config,
@@ -83,6 +96,10 @@ impl AppState {
 
     pub fn audit(&self) -> &AuditTrail {
         &self.0.audit
+    }
+
+    pub fn admission(&self) -> &AdmissionControl {
+        &self.0.admission
     }
 }
 

@@ -1,5 +1,8 @@
 //! Who may call internal-mcp: internal services presenting a short-lived service credential, a JWT
-//! signed with HS256 and a shared key, naming the acting end user, their organisation and role.
+//! naming the acting end user, their organisation and role. It is signed with EdDSA (Ed25519) by
+//! the caller's own private key, chosen by the header's `kid` among the configured public keys
+//! (see `keys`), or, while a deployment still has one configured, with HS256 and the shared key.
+//! A credential with `"once": true` is single-use: its `jti` is recorded and a replay is refused.
 //!
 //! [`require_service_credential`] runs before the MCP service on every request: a missing, malformed,
 //! expired, forged, wrong-audience or untrusted-issuer credential, or one naming a user who is not a
@@ -24,6 +27,7 @@ use uuid::Uuid;
 
 use crate::config::{AUDIENCE, CredentialPolicy, SigningKey};
 use crate::error::Error;
+use crate::keys::{PrivateKey, PublicKeySet};
 
 /// Longer bearer values are refused before any parsing.
 const MAX_CREDENTIAL_BYTES: usize = 4096;
@@ -47,6 +51,9 @@ pub struct Claims {
     pub exp: i64,
     /// A unique id, recorded in the audit trail.
     pub jti: String,
+    /// Single-use: the first request with it records the `jti`, any later one is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
 }
 
 /// A verified caller, as tools see it.
@@ -72,8 +79,11 @@ pub struct Authenticator {
 /// Signature and claim checks, without the database.
 #[derive(Clone)]
 pub struct CredentialVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    /// The HS256 key, if HS256 is still accepted.
+    shared_key: Option<DecodingKey>,
+    public_keys: PublicKeySet,
+    shared_validation: Validation,
+    public_validation: Validation,
     max_lifetime_seconds: i64,
     leeway_seconds: i64,
 }
@@ -86,6 +96,8 @@ pub struct CredentialRequest {
     pub organization_id: Uuid,
     pub role: Role,
     pub lifetime: Duration,
+    /// Mint it single-use (`once`).
+    pub single_use: bool,
 }
 
 impl Authenticator {
@@ -100,6 +112,22 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
         let token = bearer_token(headers)?;
         let claims = self.verifier.verify(token)?;
+        if claims.once {
+            // Kept until the credential expires (plus the leeway); the purge drops it after.
+            let recorded = sqlx::query(
+                "INSERT INTO internal_mcp_used_credentials (jti, expires_at)
+                 VALUES ($1, to_timestamp($2) + interval '1 minute') ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(&claims.jti)
+            .bind(claims.exp as f64)
+            .execute(&self.database)
+            .await?;
+            if recorded.rows_affected() == 0 {
+                return Err(Error::Unauthenticated(
+                    "the credential is single-use and was already used".into(),
+                ));
+            }
+        }
         let user_role: Option<Role> =
             sqlx::query_scalar("SELECT role FROM users WHERE organization_id = $1 AND id = $2")
                 .bind(claims.org)
@@ -123,18 +151,27 @@ impl Authenticator {
 
 impl CredentialVerifier {
     pub fn new(policy: &CredentialPolicy) -> Self {
-        // Only HS256: a credential declaring any other algorithm (`none`, RS256 with the shared key
-        // as a "public key", ...) is refused before its signature is even looked at.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_issuer(&policy.trusted_issuers);
-        validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
-        validation.leeway = policy.clock_leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // One algorithm per key kind: a credential declaring any other (`none`, RS256 with the
+        // shared key as a "public key", HS256 against a public key, ...) is refused before its
+        // signature is looked at.
+        let validation = |algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.set_audience(&[AUDIENCE]);
+            validation.set_issuer(&policy.trusted_issuers);
+            validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
+            validation.leeway = policy.clock_leeway.as_secs();
+            validation.validate_exp = true;
+            validation.validate_nbf = true;
+            validation
+        };
         Self {
-            key: DecodingKey::from_secret(policy.signing_key.bytes()),
-            validation,
+            shared_key: policy
+                .signing_key
+                .as_ref()
+                .map(|key| DecodingKey::from_secret(key.bytes())),
+            public_keys: policy.public_keys.clone(),
+            shared_validation: validation(Algorithm::HS256),
+            public_validation: validation(Algorithm::EdDSA),
             max_lifetime_seconds: i64::try_from(policy.max_lifetime.as_secs()).unwrap_or(i64::MAX),
             leeway_seconds: i64::try_from(policy.clock_leeway.as_secs()).unwrap_or(0),
         }
@@ -145,7 +182,38 @@ impl CredentialVerifier {
         if token.len() > MAX_CREDENTIAL_BYTES {
             return Err(Error::Unauthenticated("the credential is too long".into()));
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| Error::Unauthenticated(explain_rejection(error.kind())))?;
+        let (key, validation) = match header.alg {
+            Algorithm::EdDSA => {
+                let Some(kid) = header.kid.as_deref() else {
+                    return Err(Error::Unauthenticated(
+                        "an EdDSA credential must name its key (kid)".into(),
+                    ));
+                };
+                let Some(key) = self.public_keys.get(kid) else {
+                    return Err(Error::Unauthenticated(format!(
+                        "the credential's key {kid:?} is not one this server trusts"
+                    )));
+                };
+                (key, &self.public_validation)
+            }
+            Algorithm::HS256 => match &self.shared_key {
+                Some(key) => (key, &self.shared_validation),
+                None => {
+                    return Err(Error::Unauthenticated(
+                        "this server accepts only EdDSA credentials signed by a key it knows (kid)"
+                            .into(),
+                    ));
+                }
+            },
+            _ => {
+                return Err(Error::Unauthenticated(
+                    "only EdDSA (or, where configured, HS256) credentials are accepted".into(),
+                ));
+            }
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|error| Error::Unauthenticated(explain_rejection(error.kind())))?
             .claims;
         let now = Utc::now().timestamp();
@@ -183,8 +251,33 @@ pub fn mint_credential(key: &SigningKey, request: &CredentialRequest) -> Result<
         iat: issued_at,
         exp: issued_at.saturating_add(lifetime),
         jti: Uuid::new_v4().to_string(),
+        once: request.single_use,
     };
     sign_claims(key, &claims)
+}
+
+/// Signs a credential for `request` with an Ed25519 private key (EdDSA, its `kid` in the header).
+pub fn mint_ed25519_credential(
+    key: &PrivateKey,
+    request: &CredentialRequest,
+) -> Result<String, Error> {
+    let issued_at = Utc::now().timestamp();
+    let lifetime = i64::try_from(request.lifetime.as_secs()).unwrap_or(i64::MAX);
+    let claims = Claims {
+        iss: request.issuer.clone(),
+        sub: request.user_id,
+        aud: AUDIENCE.to_owned(),
+        org: request.organization_id,
+        role: request.role,
+        iat: issued_at,
+        exp: issued_at.saturating_add(lifetime),
+        jti: Uuid::new_v4().to_string(),
+        once: request.single_use,
+    };
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(key.pkcs8_der()))
+        .map_err(|error| Error::Startup(format!("could not sign the credential: {error}")))
 }
 
 /// Signs arbitrary claims with HS256 (tests use it to build bad credentials too).
@@ -246,12 +339,12 @@ fn explain_rejection(kind: &ErrorKind) -> String {
         ErrorKind::InvalidAudience => format!("the credential is not meant for this server (aud must be {AUDIENCE})"),
         ErrorKind::InvalidIssuer => "the credential's issuer (iss) is not trusted".into(),
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-            "only HS256-signed credentials are accepted".into()
+            "only EdDSA (or, where configured, HS256) credentials are accepted".into()
         }
         ErrorKind::MissingRequiredClaim(claim) => format!("the credential lacks the `{claim}` claim"),
         ErrorKind::InvalidClaimFormat(claim) => format!("the credential's `{claim}` claim is malformed"),
         ErrorKind::Json(_) => {
-            "the credential is malformed: it needs an HS256 header and iss, sub, aud, org, role, iat, exp and jti claims".into()
+            "the credential is malformed: it needs an EdDSA (or HS256) header and iss, sub, aud, org, role, iat, exp and jti claims".into()
         }
         _ => "the credential is malformed".into(),
     }
@@ -272,7 +365,12 @@ mod tests {
             organization_id: Uuid::new_v4(),
             role: Role::Responder,
             lifetime: Duration::from_secs(lifetime),
+            single_use: false,
         }
+    }
+
+    fn shared_key() -> SigningKey {
+        policy().signing_key.expect("a shared key")
     }
 
     fn check(token: &str, expected_reason: &str) {
@@ -287,7 +385,7 @@ mod tests {
 
     #[test]
     fn a_minted_credential_verifies() {
-        let token = mint_credential(&policy().signing_key, &request(300)).unwrap();
+        let token = mint_credential(&shared_key(), &request(300)).unwrap();
         let claims = CredentialVerifier::new(&policy()).verify(&token).unwrap();
         assert_eq!(claims.aud, "internal-mcp");
         assert_eq!(claims.role, Role::Responder);
@@ -295,7 +393,7 @@ mod tests {
 
     #[test]
     fn bad_credentials_are_refused_with_a_reason() {
-        let key = policy().signing_key;
+        let key = shared_key();
         let now = Utc::now().timestamp();
         let claims = |iss: &str, aud: &str, iat: i64, exp: i64| {
             serde_json::json!({
@@ -350,6 +448,47 @@ mod tests {
         );
         check("not.a.jwt", "malformed");
         check(&"a".repeat(5000), "too long");
+    }
+
+    #[test]
+    fn eddsa_credentials_verify_by_kid_and_nothing_else_does() {
+        let key = PrivateKey::generate("host-1").unwrap();
+        let stranger = PrivateKey::generate("host-1").unwrap();
+        let mut public_only = policy();
+        public_only.signing_key = None;
+        public_only.public_keys =
+            PublicKeySet::from_jwks(&serde_json::json!({ "keys": [key.public_jwk()] }).to_string())
+                .unwrap();
+        let verifier = CredentialVerifier::new(&public_only);
+        let mut single = request(300);
+        single.single_use = true;
+        let claims = verifier
+            .verify(&mint_ed25519_credential(&key, &single).unwrap())
+            .unwrap();
+        assert!(claims.once);
+        let refusal = |token: &str| match verifier.verify(token) {
+            Err(Error::Unauthenticated(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // Same kid, another private key: the signature does not verify.
+        assert!(
+            refusal(&mint_ed25519_credential(&stranger, &request(60)).unwrap())
+                .contains("signature")
+        );
+        let unknown = PrivateKey::generate("host-2").unwrap();
+        assert!(
+            refusal(&mint_ed25519_credential(&unknown, &request(60)).unwrap())
+                .contains("not one this server trusts")
+        );
+        // With no shared key configured, HS256 is refused whatever key signed it.
+        assert!(
+            refusal(&mint_credential(&shared_key(), &request(60)).unwrap()).contains("only EdDSA")
+        );
+        // The ten-minute cap holds for EdDSA too.
+        assert!(
+            refusal(&mint_ed25519_credential(&key, &request(3600)).unwrap())
+                .contains("longer than")
+        );
     }
 
     #[test]

@@ -14,12 +14,13 @@ use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 use crate::app::{AppState, serve};
-use crate::auth::{CredentialRequest, mint_credential};
+use crate::auth::{CredentialRequest, mint_credential, mint_ed25519_credential};
 use crate::config::{
-    Config, CredentialPolicy, DEFAULT_TRUSTED_ISSUERS, Endpoint, Limits, SigningKey,
-    TOKEN_COMMAND_ISSUER,
+    Config, CredentialPolicy, DEFAULT_TRUSTED_ISSUERS, Endpoint, Limits, MAX_CREDENTIAL_LIFETIME,
+    SigningKey, TOKEN_COMMAND_ISSUER,
 };
 use crate::error::Error;
+use crate::keys::{PrivateKey, PublicKeySet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,19 @@ pub enum Command {
     /// Print a short-lived service credential for a user, for manual testing and debugging. The
     /// product's assistant mints its own; this is an operator's tool.
     Token(TokenArguments),
+    /// Create an Ed25519 key pair for an internal caller: the private key goes to a new file
+    /// (mode 0600), the public key is printed as a JWKS document for the server's key set.
+    Keygen(KeygenArguments),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArguments {
+    /// The key's id, as credentials will name it.
+    #[arg(long)]
+    pub kid: String,
+    /// Where to write the private key (PKCS#8 PEM); the file must not exist.
+    #[arg(long)]
+    pub private_key_file: PathBuf,
 }
 
 /// The environment variable that may hold the signing key itself. It is read from the
@@ -51,6 +65,15 @@ pub struct KeyArguments {
     /// A file holding the HS256 signing key (at least 32 bytes; a trailing newline is ignored).
     #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+}
+
+/// Ed25519 keys: the server's set of public keys, or the `token` command's private key.
+#[derive(Debug, Args)]
+pub struct PublicKeyArguments {
+    /// A JWKS file of the Ed25519 public keys EdDSA credentials may be signed with, by kid. With
+    /// it, the HS256 key becomes optional: leave it unset and HS256 credentials are refused.
+    #[arg(long, env = "INTERNAL_MCP_PUBLIC_KEYS_FILE")]
+    pub public_keys_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +93,8 @@ pub struct ServeArguments {
     pub reader_url: Secret,
     #[command(flatten)]
     pub key: KeyArguments,
+    #[command(flatten)]
+    pub public_keys: PublicKeyArguments,
     /// PostgreSQL cancels any statement on the reader connection after this long.
     #[arg(long, default_value_t = 5000)]
     pub statement_timeout_ms: u64,
@@ -85,10 +110,23 @@ pub struct ServeArguments {
     /// Reader connections at most.
     #[arg(long, default_value_t = 8)]
     pub reader_connections: u32,
+    /// Days audit records are kept before they are purged.
+    #[arg(long, default_value_t = 90)]
+    pub audit_retention_days: u64,
+    /// Calls one user may have in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub max_calls_per_caller: usize,
+    /// Calls one organisation may have in flight at once (fewer than the reader connections).
+    #[arg(long, default_value_t = 6)]
+    pub max_calls_per_organization: usize,
     /// Accepted `Host` header values; loopback names by default. Add the names internal services
     /// use when listening elsewhere.
     #[arg(long = "allowed-host", value_delimiter = ',', default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])]
     pub allowed_hosts: Vec<String>,
+    /// Start even though the reader role may connect to other databases on the server (for
+    /// shared test servers only; production refuses).
+    #[arg(long, env = "INTERNAL_MCP_ALLOW_READER_IN_OTHER_DATABASES")]
+    pub allow_reader_in_other_databases: bool,
     /// Credential issuers (`iss`) to trust.
     #[arg(long = "trusted-issuer", value_delimiter = ',', default_values_t = DEFAULT_TRUSTED_ISSUERS.map(str::to_owned))]
     pub trusted_issuers: Vec<String>,
@@ -108,6 +146,15 @@ pub struct TokenArguments {
     /// Lifetime in seconds, 1 to 600.
     #[arg(long, default_value_t = 300)]
     pub ttl_seconds: u64,
+    /// Mint a single-use credential (refused when presented a second time).
+    #[arg(long)]
+    pub single_use: bool,
+    /// Sign with this Ed25519 private key (PKCS#8 PEM) instead of the HS256 key; needs --kid.
+    #[arg(long, env = "INTERNAL_MCP_PRIVATE_KEY_FILE", requires = "kid")]
+    pub private_key_file: Option<PathBuf>,
+    /// The kid the private key's public half is published under in the server's JWKS.
+    #[arg(long, env = "INTERNAL_MCP_KEY_ID")]
+    pub kid: Option<String>,
     /// Used to resolve the organisation and user.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Secret,
@@ -137,14 +184,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(arguments) => run_serve(arguments).await,
         Command::Token(arguments) => run_token(arguments).await,
+        Command::Keygen(arguments) => run_keygen(&arguments),
     }
 }
 
 async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
-    let mut config = Config::new(
+    let public_keys = match &arguments.public_keys.public_keys_file {
+        Some(path) => {
+            PublicKeySet::from_jwks(&std::fs::read_to_string(path).map_err(|error| {
+                Error::Startup(format!(
+                    "cannot read the public keys file {}: {error}",
+                    path.display()
+                ))
+            })?)?
+        }
+        None => PublicKeySet::default(),
+    };
+    // With public keys configured, the shared HS256 key is optional.
+    let signing_key = match arguments.key.signing_key() {
+        Ok(key) => Some(key),
+        Err(_) if !public_keys.is_empty() && !arguments.key.is_configured() => None,
+        Err(error) => return Err(error.into()),
+    };
+    let mut config = Config::with_credentials(
         connect_options("DATABASE_URL", &arguments.database_url)?,
         connect_options("INTERNAL_MCP_READER_URL", &arguments.reader_url)?,
-        arguments.key.signing_key()?,
+        CredentialPolicy::from_keys(signing_key, public_keys),
     );
     config.endpoints = deduplicated(arguments.mounts);
     config.limits = Limits {
@@ -154,7 +219,15 @@ async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
         max_query_cost: arguments.max_query_cost,
     };
     config.reader_connections = arguments.reader_connections;
+    config.max_calls_per_caller = arguments.max_calls_per_caller;
+    config.audit_retention =
+        Duration::from_secs(arguments.audit_retention_days.saturating_mul(24 * 3600));
+    config.max_calls_per_organization = arguments.max_calls_per_organization;
     config.allowed_hosts = arguments.allowed_hosts;
+    config.allow_reader_in_other_databases = arguments.allow_reader_in_other_databases;
+    if config.allow_reader_in_other_databases {
+        tracing::warn!("the reader role may connect to other databases: allowed by configuration");
+    }
     config.credentials.trusted_issuers = arguments.trusted_issuers;
     let state = AppState::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(arguments.listen).await?;
@@ -171,13 +244,27 @@ async fn run_serve(arguments: ServeArguments) -> anyhow::Result<()> {
 }
 
 async fn run_token(arguments: TokenArguments) -> anyhow::Result<()> {
-    let key = arguments.key.signing_key()?;
-    let policy = CredentialPolicy::new(key.clone());
+    let private_key = match (&arguments.private_key_file, &arguments.kid) {
+        (Some(path), Some(kid)) => Some(PrivateKey::from_pem(
+            kid,
+            &std::fs::read_to_string(path).map_err(|error| {
+                Error::Startup(format!(
+                    "cannot read the private key file {}: {error}",
+                    path.display()
+                ))
+            })?,
+        )?),
+        _ => None,
+    };
+    let shared_key = match &private_key {
+        Some(_) => None,
+        None => Some(arguments.key.signing_key()?),
+    };
     let lifetime = Duration::from_secs(arguments.ttl_seconds);
-    if arguments.ttl_seconds == 0 || lifetime > policy.max_lifetime {
+    if arguments.ttl_seconds == 0 || lifetime > MAX_CREDENTIAL_LIFETIME {
         anyhow::bail!(
             "--ttl-seconds must be between 1 and {}",
-            policy.max_lifetime.as_secs()
+            MAX_CREDENTIAL_LIFETIME.as_secs()
         );
     }
     let options = connect_options("DATABASE_URL", &arguments.database_url)?;
@@ -206,22 +293,30 @@ async fn run_token(arguments: TokenArguments) -> anyhow::Result<()> {
             arguments.user
         );
     }
-    let token = mint_credential(
-        &key,
-        &CredentialRequest {
-            issuer: TOKEN_COMMAND_ISSUER.to_owned(),
-            user_id,
-            organization_id,
-            role,
-            lifetime,
-        },
-    )?;
+    let request = CredentialRequest {
+        issuer: TOKEN_COMMAND_ISSUER.to_owned(),
+        user_id,
+        organization_id,
+        role,
+        lifetime,
+        single_use: arguments.single_use,
+    };
+    let token = match (&private_key, &shared_key) {
+        (Some(key), _) => mint_ed25519_credential(key, &request)?,
+        (None, Some(key)) => mint_credential(key, &request)?,
+        (None, None) => anyhow::bail!("no key to sign with"),
+    };
     println!("{token}");
     Ok(())
 }
 
 impl KeyArguments {
     /// The signing key from exactly one source, checked for length.
+    /// Whether a shared key is configured at all (file or environment).
+    pub fn is_configured(&self) -> bool {
+        self.signing_key_file.is_some() || std::env::var_os(SIGNING_KEY_ENV).is_some()
+    }
+
     pub fn signing_key(&self) -> Result<SigningKey, Error> {
         let from_environment = std::env::var(SIGNING_KEY_ENV).ok().map(Secret::new);
         match (&self.signing_key_file, &from_environment) {
@@ -250,6 +345,26 @@ impl KeyArguments {
             }
         }
     }
+}
+
+fn run_keygen(arguments: &KeygenArguments) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = PrivateKey::generate(&arguments.kid)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&arguments.private_key_file)
+        .map_err(|error| {
+            Error::Startup(format!(
+                "cannot create {}: {error}",
+                arguments.private_key_file.display()
+            ))
+        })?;
+    file.write_all(key.to_pem().as_bytes())?;
+    println!("{}", serde_json::json!({ "keys": [key.public_jwk()] }));
+    Ok(())
 }
 
 fn connect_options(name: &str, url: &Secret) -> Result<PgConnectOptions, Error> {

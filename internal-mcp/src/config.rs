@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::error::Error;
+use crate::keys::PublicKeySet;
 
 /// The audience every credential must name.
 pub const AUDIENCE: &str = "internal-mcp";
@@ -20,6 +21,9 @@ pub const DEFAULT_TRUSTED_ISSUERS: [&str; 2] = ["internal-host", TOKEN_COMMAND_I
 /// The issuer the `internal-mcp token` command writes into the credentials it mints.
 pub const TOKEN_COMMAND_ISSUER: &str = "internal-mcp-token";
 
+/// The longest lifetime a credential may declare (`exp - iat`).
+pub const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(600);
+
 /// Everything the server needs, injected.
 #[derive(Clone)]
 pub struct Config {
@@ -29,6 +33,11 @@ pub struct Config {
     pub reader_database: PgConnectOptions,
     /// How many reader connections at most: each runs one query at a time.
     pub reader_connections: u32,
+    /// Calls one user may have in flight at once; more are refused with when to retry.
+    pub max_calls_per_caller: usize,
+    /// Calls one organisation may have in flight at once: fewer than the reader connections, so
+    /// other organisations always find one.
+    pub max_calls_per_organization: usize,
     pub credentials: CredentialPolicy,
     pub limits: Limits,
     /// The endpoints to mount; never empty.
@@ -37,12 +46,20 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// How long a privileged operation's plan may wait for its confirmation.
     pub confirmation_lifetime: Duration,
+    /// How long audit records are kept; older ones (and long-expired confirmations) are purged.
+    pub audit_retention: Duration,
+    /// Start even though the reader may connect to other databases on the server. Only for shared
+    /// test servers, where every test's database is open to the cluster-wide reader role.
+    pub allow_reader_in_other_databases: bool,
 }
 
 /// Which service credentials are accepted.
 #[derive(Clone, Debug)]
 pub struct CredentialPolicy {
-    pub signing_key: SigningKey,
+    /// The shared HS256 key, when HS256 credentials are still accepted. Whoever holds it can mint.
+    pub signing_key: Option<SigningKey>,
+    /// Ed25519 public keys by `kid`: EdDSA credentials must name one of them in their header.
+    pub public_keys: PublicKeySet,
     /// Credentials must name one of these as `iss`.
     pub trusted_issuers: Vec<String>,
     /// The longest lifetime (`exp - iat`) a credential may declare.
@@ -204,13 +221,20 @@ impl CredentialPolicy {
     /// The defaults: trusted issuers `internal-host` and `internal-mcp-token`, lifetimes up to ten
     /// minutes, thirty seconds of clock leeway.
     pub fn new(signing_key: SigningKey) -> Self {
+        Self::from_keys(Some(signing_key), PublicKeySet::default())
+    }
+
+    /// The defaults with these keys: EdDSA credentials by the public keys, HS256 ones only when a
+    /// shared key is given.
+    pub fn from_keys(signing_key: Option<SigningKey>, public_keys: PublicKeySet) -> Self {
         Self {
             signing_key,
+            public_keys,
             trusted_issuers: DEFAULT_TRUSTED_ISSUERS
                 .iter()
                 .map(|issuer| (*issuer).to_owned())
                 .collect(),
-            max_lifetime: Duration::from_secs(600),
+            max_lifetime: MAX_CREDENTIAL_LIFETIME,
             clock_leeway: Duration::from_secs(30),
         }
     }
@@ -224,15 +248,32 @@ impl Config {
         reader_database: PgConnectOptions,
         signing_key: SigningKey,
     ) -> Self {
+        Self::with_credentials(
+            privileged_database,
+            reader_database,
+            CredentialPolicy::new(signing_key),
+        )
+    }
+
+    /// The defaults, with the given credential policy.
+    pub fn with_credentials(
+        privileged_database: PgConnectOptions,
+        reader_database: PgConnectOptions,
+        credentials: CredentialPolicy,
+    ) -> Self {
         Self {
             privileged_database,
             reader_database,
             reader_connections: 8,
-            credentials: CredentialPolicy::new(signing_key),
+            max_calls_per_caller: 2,
+            max_calls_per_organization: 6,
+            credentials,
             limits: Limits::DEFAULT,
             endpoints: Endpoint::EVERY.to_vec(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             confirmation_lifetime: Duration::from_secs(300),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
+            allow_reader_in_other_databases: false,
         }
     }
 
@@ -241,6 +282,11 @@ impl Config {
         self.limits.validate()?;
         if self.endpoints.is_empty() {
             return Err(Error::Startup("--mount names no endpoint".into()));
+        }
+        if self.credentials.signing_key.is_none() && self.credentials.public_keys.is_empty() {
+            return Err(Error::Startup(
+                "no credential key is configured: give public keys (JWKS) or an HS256 key".into(),
+            ));
         }
         if self.credentials.trusted_issuers.is_empty() {
             return Err(Error::Startup(
@@ -253,6 +299,26 @@ impl Config {
         if !(1..=100).contains(&self.reader_connections) {
             return Err(Error::Startup(
                 "the reader pool must have between 1 and 100 connections".into(),
+            ));
+        }
+        let connections = usize::try_from(self.reader_connections).unwrap_or(usize::MAX);
+        if self.max_calls_per_caller == 0
+            || self.max_calls_per_caller > self.max_calls_per_organization
+        {
+            return Err(Error::Startup(
+                "calls per caller must be at least 1 and at most the calls per organisation".into(),
+            ));
+        }
+        if connections > 1 && self.max_calls_per_organization >= connections {
+            return Err(Error::Startup(format!(
+                "calls per organisation ({}) must be fewer than the reader connections ({connections}), so one \
+                 organisation cannot take them all",
+                self.max_calls_per_organization
+            )));
+        }
+        if self.audit_retention < Duration::from_secs(24 * 3600) {
+            return Err(Error::Startup(
+                "audit records must be kept at least a day".into(),
             ));
         }
         if self.confirmation_lifetime.is_zero()
@@ -283,11 +349,21 @@ impl fmt::Debug for Config {
             .field("privileged_database", &describe(&self.privileged_database))
             .field("reader_database", &describe(&self.reader_database))
             .field("reader_connections", &self.reader_connections)
+            .field("max_calls_per_caller", &self.max_calls_per_caller)
+            .field(
+                "max_calls_per_organization",
+                &self.max_calls_per_organization,
+            )
             .field("credentials", &self.credentials)
             .field("limits", &self.limits)
             .field("endpoints", &self.endpoints)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("confirmation_lifetime", &self.confirmation_lifetime)
+            .field("audit_retention", &self.audit_retention)
+            .field(
+                "allow_reader_in_other_databases",
+                &self.allow_reader_in_other_databases,
+            )
             .finish()
     }
 }

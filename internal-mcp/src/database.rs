@@ -7,34 +7,18 @@
 //!
 //! [`check_reader_is_confined`] refuses to start when the reader could do more than read its own
 //! organisation's rows: a superuser, BYPASSRLS, membership of another role, any write privilege,
-//! ownership of a table, a readable table without row-level security, or a function or view the
-//! migration should have taken away (`set_config` first of all).
+//! ownership of a table, a readable table without row-level security, or anything
+//! [`crate::hardening`] lists (functions and views the migrations take away, SECURITY DEFINER
+//! functions, extensions, other databases).
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::Error;
+use crate::hardening::check_reader_hardening;
 
 /// The role the reader pool must log in as; the migration creates it.
 pub const READER_ROLE: &str = "internal_mcp_reader";
-
-/// Functions the reader must not be able to execute (the migration revokes them from PUBLIC).
-pub const FUNCTIONS_KEPT_FROM_READER: [&str; 8] = [
-    "pg_catalog.set_config(text,text,boolean)",
-    "pg_catalog.pg_cancel_backend(integer)",
-    "pg_catalog.pg_stat_get_activity(integer)",
-    "pg_catalog.pg_prepared_statement()",
-    "pg_catalog.pg_advisory_lock(bigint)",
-    "pg_catalog.query_to_xml(text,boolean,boolean,text)",
-    "pg_catalog.pg_read_file(text)",
-    "pg_catalog.lo_import(text)",
-];
-
-/// Views the reader must not be able to read.
-pub const VIEWS_KEPT_FROM_READER: [&str; 2] = [
-    "pg_catalog.pg_stat_activity",
-    "pg_catalog.pg_prepared_statements",
-];
 
 /// Tables the reader must be able to read for the tools to work.
 pub const TABLES_THE_READER_NEEDS: [&str; 11] = [
@@ -65,6 +49,7 @@ impl Databases {
         privileged: &PgConnectOptions,
         reader: &PgConnectOptions,
         reader_connections: u32,
+        allow_other_databases: bool,
     ) -> Result<Self, Error> {
         let privileged = PgPoolOptions::new()
             .max_connections(8)
@@ -81,8 +66,12 @@ impl Databases {
             })?;
         check_privileged_schema(&privileged).await?;
 
+        // No ping before each acquire: the pool already pings a connection when it is released
+        // (which also flushes the rollback of a dropped transaction), so the request path saves a
+        // round trip.
         let reader = PgPoolOptions::new()
             .max_connections(reader_connections)
+            .test_before_acquire(false)
             .connect_with(reader.clone().application_name("internal-mcp-reader"))
             .await
             .map_err(|error| {
@@ -91,7 +80,7 @@ impl Databases {
                      (an operator must give the role a login: ALTER ROLE {READER_ROLE} LOGIN PASSWORD '...')"
                 ))
             })?;
-        check_reader_is_confined(&reader, &privileged).await?;
+        check_reader_is_confined(&reader, &privileged, allow_other_databases).await?;
         Ok(Self { privileged, reader })
     }
 }
@@ -99,7 +88,7 @@ impl Databases {
 /// Fails unless internal-mcp's own tables exist (the migration ran).
 pub async fn check_privileged_schema(privileged: &PgPool) -> Result<(), Error> {
     let missing: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM unnest(ARRAY['internal_mcp_audit_log', 'internal_mcp_confirmations']) AS name
+        "SELECT name FROM unnest(ARRAY['internal_mcp_audit_log', 'internal_mcp_confirmations', 'internal_mcp_used_credentials']) AS name
           WHERE to_regclass('public.' || name) IS NULL",
     )
     .fetch_all(privileged)
@@ -116,7 +105,11 @@ pub async fn check_privileged_schema(privileged: &PgPool) -> Result<(), Error> {
 
 /// Fails, naming every problem, unless the reader connection is confined to reading its own
 /// organisation's rows. Runs as the reader itself, so inherited privileges count too.
-pub async fn check_reader_is_confined(reader: &PgPool, privileged: &PgPool) -> Result<(), Error> {
+pub async fn check_reader_is_confined(
+    reader: &PgPool,
+    privileged: &PgPool,
+    allow_other_databases: bool,
+) -> Result<(), Error> {
     let startup =
         |error: sqlx::Error| Error::Startup(format!("cannot inspect the reader role: {error}"));
     let mut problems = Vec::new();
@@ -236,35 +229,9 @@ pub async fn check_reader_is_confined(reader: &PgPool, privileged: &PgPool) -> R
         ));
     }
 
-    let executable: Vec<String> = sqlx::query_scalar(
-        "SELECT signature FROM unnest($1::text[]) AS signature
-          WHERE to_regprocedure(signature) IS NOT NULL
-            AND has_function_privilege(to_regprocedure(signature), 'EXECUTE')",
-    )
-    .bind(&FUNCTIONS_KEPT_FROM_READER[..])
-    .fetch_all(reader)
-    .await
-    .map_err(startup)?;
-    if !executable.is_empty() {
-        problems.push(format!(
-            "{session_user} may execute {} (the migration's hardening needs a superuser; see internal-mcp/README.md)",
-            executable.join(", ")
-        ));
-    }
-
-    let readable_views: Vec<String> = sqlx::query_scalar(
-        "SELECT view FROM unnest($1::text[]) AS view WHERE has_table_privilege(view, 'SELECT')",
-    )
-    .bind(&VIEWS_KEPT_FROM_READER[..])
-    .fetch_all(reader)
-    .await
-    .map_err(startup)?;
-    if !readable_views.is_empty() {
-        problems.push(format!(
-            "{session_user} may read {} (the migration's hardening needs a superuser; see internal-mcp/README.md)",
-            readable_views.join(", ")
-        ));
-    }
+    check_reader_hardening(reader, allow_other_databases, &mut problems)
+        .await
+        .map_err(startup)?;
 
     if problems.is_empty() {
         return Ok(());

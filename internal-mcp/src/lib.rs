@@ -3,6 +3,7 @@
 //! It reads PostgreSQL directly for data-intensive work, trusts only internal service credentials,
 //! and performs privileged operations through demo-backend's domain layer (see ARCHITECTURE.md).
 
+pub mod admission;
 pub mod analytics;
 pub mod app;
 pub mod audit;
@@ -11,7 +12,11 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod hardening;
+pub mod keys;
+pub mod logging;
 pub mod operations;
+pub mod policy;
 pub mod reader;
 pub mod schema;
 pub mod server;

@@ -1,16 +1,10 @@
-//! `internal-mcp`: parses the command line, starts logging (to stderr), and runs the library.
+//! `internal-mcp`: parses the command line, starts logging (to stderr, payload targets capped), and runs the library.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    internal_mcp::logging::init();
     let cli = internal_mcp::cli::Cli::parse();
     match internal_mcp::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

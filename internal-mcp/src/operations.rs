@@ -28,10 +28,15 @@ use uuid::Uuid;
 
 use crate::analytics::correlation::find_incident;
 use crate::analytics::find_service;
+use crate::audit::ToolCall;
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::reader::Reader;
 
+/// Plans (first steps) one user may ask for per minute; each stores a confirmation.
+pub const MAX_PLANS_PER_MINUTE: i64 = 30;
+/// The argument every two-step tool takes its confirmation token in.
+pub const CONFIRMATION_TOKEN_ARGUMENT: &str = "confirmation_token";
 /// Prefix of confirmation tokens, so they are recognisable in logs and never mistaken for credentials.
 const TOKEN_PREFIX: &str = "imc_";
 /// The longest incident note the domain layer accepts.
@@ -175,11 +180,11 @@ impl Operations {
     /// Acknowledges every firing, unacknowledged alert of a service.
     pub async fn acknowledge_service_alerts(
         &self,
-        caller: &Caller,
+        call: &ToolCall,
         arguments: &AcknowledgeServiceAlertsArguments,
     ) -> Result<(Value, usize), Error> {
         const TOOL: &str = "acknowledge_service_alerts";
-        let digest = arguments_digest(TOOL, &json!([arguments.service.trim()]));
+        let caller = &call.caller;
         let Some(token) = arguments.confirmation_token.as_deref() else {
             let plan = self
                 .plan_acknowledgement(caller, &arguments.service)
@@ -201,12 +206,9 @@ impl Operations {
                 "alerts": plan.alerts,
             });
             let rows = plan.alerts.len();
-            return Ok((
-                self.issue(caller, TOOL, &digest, &plan, summary).await?,
-                rows,
-            ));
+            return Ok((self.issue(call, TOOL, &plan, summary).await?, rows));
         };
-        let plan: AcknowledgePlan = self.consume(caller, TOOL, &digest, token).await?;
+        let plan: AcknowledgePlan = self.consume(call, TOOL, token).await?;
         // The domain layer acknowledges whatever is firing now; refuse if that is no longer what
         // was confirmed (ids are compared, not counts).
         let current = self.plan_acknowledgement(caller, &plan.service).await?;
@@ -239,17 +241,17 @@ impl Operations {
     /// Adds a note to an incident's timeline.
     pub async fn annotate_incident(
         &self,
-        caller: &Caller,
+        call: &ToolCall,
         arguments: &AnnotateIncidentArguments,
     ) -> Result<(Value, usize), Error> {
         const TOOL: &str = "annotate_incident";
+        let caller = &call.caller;
         let note = arguments.note.trim();
         if note.is_empty() || note.chars().count() > MAX_NOTE_CHARACTERS {
             return Err(Error::InvalidArgument(format!(
                 "note must be 1 to {MAX_NOTE_CHARACTERS} characters"
             )));
         }
-        let digest = arguments_digest(TOOL, &json!([arguments.incident.trim(), note]));
         let Some(token) = arguments.confirmation_token.as_deref() else {
             let mut transaction = self.reader.begin(caller.organization_id).await?;
             let incident =
@@ -265,9 +267,9 @@ impl Operations {
                 "action": "add this note to the incident's timeline, as you",
                 "incident": plan.incident, "title": plan.title, "note": plan.note,
             });
-            return Ok((self.issue(caller, TOOL, &digest, &plan, summary).await?, 1));
+            return Ok((self.issue(call, TOOL, &plan, summary).await?, 1));
         };
-        let plan: AnnotatePlan = self.consume(caller, TOOL, &digest, token).await?;
+        let plan: AnnotatePlan = self.consume(call, TOOL, token).await?;
         let tenant = Tenant::new(
             self.privileged.clone(),
             caller.organization_id,
@@ -285,17 +287,17 @@ impl Operations {
     /// Silences a monitor for a while.
     pub async fn silence_monitor(
         &self,
-        caller: &Caller,
+        call: &ToolCall,
         arguments: &SilenceMonitorArguments,
     ) -> Result<(Value, usize), Error> {
         const TOOL: &str = "silence_monitor";
+        let caller = &call.caller;
         let longest = u32::try_from(MAX_SILENCE.num_minutes()).unwrap_or(u32::MAX);
         if !(1..=longest).contains(&arguments.minutes) {
             return Err(Error::InvalidArgument(format!(
                 "minutes must be between 1 and {longest}"
             )));
         }
-        let digest = arguments_digest(TOOL, &json!([arguments.monitor.trim(), arguments.minutes]));
         let Some(token) = arguments.confirmation_token.as_deref() else {
             let mut plan = self.find_monitor(caller, &arguments.monitor).await?;
             plan.minutes = arguments.minutes;
@@ -306,9 +308,9 @@ impl Operations {
                 "minutes": plan.minutes,
                 "silenced_until_if_confirmed_now": Utc::now() + Duration::minutes(i64::from(plan.minutes)),
             });
-            return Ok((self.issue(caller, TOOL, &digest, &plan, summary).await?, 1));
+            return Ok((self.issue(call, TOOL, &plan, summary).await?, 1));
         };
-        let plan: SilencePlan = self.consume(caller, TOOL, &digest, token).await?;
+        let plan: SilencePlan = self.consume(call, TOOL, token).await?;
         let tenant = Tenant::new(
             self.privileged.clone(),
             caller.organization_id,
@@ -323,10 +325,11 @@ impl Operations {
     /// Acknowledges or resolves an incident.
     pub async fn transition_incident(
         &self,
-        caller: &Caller,
+        call: &ToolCall,
         arguments: &TransitionIncidentArguments,
     ) -> Result<(Value, usize), Error> {
         const TOOL: &str = "transition_incident";
+        let caller = &call.caller;
         let note = arguments
             .note
             .as_deref()
@@ -337,10 +340,6 @@ impl Operations {
                 "note must be at most {MAX_NOTE_CHARACTERS} characters"
             )));
         }
-        let digest = arguments_digest(
-            TOOL,
-            &json!([arguments.incident.trim(), arguments.action, note]),
-        );
         let transition = match arguments.action {
             IncidentAction::Acknowledge => Transition::Acknowledge,
             IncidentAction::Resolve => Transition::Resolve,
@@ -365,9 +364,9 @@ impl Operations {
                 "action": "change the incident's status, as you",
                 "incident": plan.incident, "title": plan.title, "from": plan.from, "to": plan.to, "note": plan.note,
             });
-            return Ok((self.issue(caller, TOOL, &digest, &plan, summary).await?, 1));
+            return Ok((self.issue(call, TOOL, &plan, summary).await?, 1));
         };
-        let plan: TransitionPlan = self.consume(caller, TOOL, &digest, token).await?;
+        let plan: TransitionPlan = self.consume(call, TOOL, token).await?;
         let tenant = Tenant::new(
             self.privileged.clone(),
             caller.organization_id,
@@ -382,12 +381,27 @@ impl Operations {
     /// Stores the plan under a new token and returns the first step's answer.
     async fn issue<P: Serialize>(
         &self,
-        caller: &Caller,
+        call: &ToolCall,
         tool: &str,
-        digest: &[u8; 32],
         plan: &P,
         summary: Value,
     ) -> Result<Value, Error> {
+        let caller = &call.caller;
+        let digest = call.arguments_digest();
+        let recent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM internal_mcp_confirmations
+              WHERE organization_id = $1 AND user_id = $2 AND created_at > now() - interval '1 minute'",
+        )
+        .bind(caller.organization_id)
+        .bind(caller.user_id)
+        .fetch_one(&self.privileged)
+        .await?;
+        if recent >= MAX_PLANS_PER_MINUTE {
+            return Err(Error::Refused(format!(
+                "too many plans: you asked for {recent} in the last minute (at most {MAX_PLANS_PER_MINUTE}); \
+                 confirm or drop the ones you have, and retry in a minute"
+            )));
+        }
         let token = new_token()?;
         let lifetime =
             Duration::from_std(self.confirmation_lifetime).unwrap_or(Duration::minutes(5));
@@ -422,11 +436,12 @@ impl Operations {
     /// why the token is refused. Nothing is consumed by a refused attempt.
     async fn consume<P: DeserializeOwned>(
         &self,
-        caller: &Caller,
+        call: &ToolCall,
         tool: &str,
-        digest: &[u8; 32],
         token: &str,
     ) -> Result<P, Error> {
+        let caller = &call.caller;
+        let digest = call.arguments_digest();
         let hash = token_hash(token.trim());
         let plan: Option<sqlx::types::Json<Value>> = sqlx::query_scalar(
             "UPDATE internal_mcp_confirmations SET consumed_at = now()
@@ -549,13 +564,17 @@ impl Operations {
     }
 }
 
-/// SHA-256 over the tool's name and its arguments without the token, in a fixed order.
-fn arguments_digest(tool: &str, arguments: &Value) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(tool.as_bytes());
-    hasher.update([0]);
-    hasher.update(arguments.to_string().as_bytes());
-    hasher.finalize().into()
+/// SHA-256 over a call's whole arguments, as received, without the confirmation token and
+/// without arguments given as `null` (the same as leaving them out). serde_json's map keeps keys
+/// sorted, so the encoding is canonical. Every argument counts: one added to a tool later is bound
+/// to its token without anyone having to remember it.
+pub fn arguments_digest(arguments: &Value) -> [u8; 32] {
+    let mut bound = arguments.clone();
+    if let Value::Object(fields) = &mut bound {
+        fields.remove(CONFIRMATION_TOKEN_ARGUMENT);
+        fields.retain(|_, value| !value.is_null());
+    }
+    Sha256::digest(bound.to_string().as_bytes()).into()
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
@@ -595,13 +614,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digests_depend_on_tool_and_arguments() {
-        let one = arguments_digest("silence_monitor", &json!(["m", 30]));
-        assert_eq!(one, arguments_digest("silence_monitor", &json!(["m", 30])));
-        assert_ne!(one, arguments_digest("silence_monitor", &json!(["m", 31])));
+    fn digests_bind_every_argument_but_the_token() {
+        let one = arguments_digest(&json!({"monitor": "m", "minutes": 30}));
+        assert_eq!(
+            one,
+            arguments_digest(
+                &json!({"minutes": 30, "monitor": "m", "confirmation_token": "imc_x", "note": null})
+            )
+        );
         assert_ne!(
             one,
-            arguments_digest("annotate_incident", &json!(["m", 30]))
+            arguments_digest(&json!({"monitor": "m", "minutes": 31}))
+        );
+        assert_ne!(
+            one,
+            arguments_digest(&json!({"monitor": "m", "minutes": 30, "extra": 1}))
         );
     }
 

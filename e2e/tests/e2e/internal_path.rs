@@ -63,6 +63,9 @@ impl InternalMcp {
                 ("DATABASE_URL", database.url.as_str()),
                 ("INTERNAL_MCP_READER_URL", reader_url.as_str()),
                 ("INTERNAL_MCP_SIGNING_KEY", SIGNING_KEY),
+                // The test server holds every test's database, all open to the cluster-wide
+                // reader role; production refuses to start in that case.
+                ("INTERNAL_MCP_ALLOW_READER_IN_OTHER_DATABASES", "true"),
                 ("RUST_LOG", "warn"),
             ],
         );

@@ -4,14 +4,19 @@
 use internal_mcp::config::Endpoint;
 use serde_json::json;
 
-use crate::support::{Client, TestApp, call, database_fingerprint, failure, success};
+use crate::support::{
+    Client, ResidentMemory, TestApp, call, database_fingerprint, failure, success, test_limits,
+};
 
-/// Runs `sql` through run_select and asserts a tool error whose message contains `expected`.
+/// Runs `sql` through run_select and asserts a tool error whose message contains `expected` (or
+/// one of its `|`-separated alternatives).
 async fn check(client: &Client, sql: &str, expected: &str) {
     let result = call(client, "run_select", json!({ "sql": sql })).await;
     let message = failure(&result);
     assert!(
-        message.contains(expected),
+        expected
+            .split('|')
+            .any(|alternative| message.contains(alternative)),
         "{sql:?}\n  was refused with {message:?}\n  which does not contain {expected:?}"
     );
 }
@@ -19,9 +24,169 @@ async fn check(client: &Client, sql: &str, expected: &str) {
 /// Clear messages, by what PostgreSQL (or internal-mcp) refused.
 const NOT_ONE_QUERY: &str = "run_select takes exactly one query";
 const NOT_ALLOWED: &str = "permission denied";
-const DATA_MODIFYING: &str = "data-modifying";
 const TOO_EXPENSIVE: &str = "estimated cost";
 const TIMED_OUT: &str = "statement timeout";
+const NOT_PARSED: &str = "syntax error|run_select takes exactly one query";
+
+/// Inputs written for the hardening (issue 10), by the class of weakness they probe.
+fn hardening_corpus() -> Vec<(String, &'static str)> {
+    let strings = |cases: &[(&str, &'static str)]| -> Vec<(String, &'static str)> {
+        cases
+            .iter()
+            .map(|(sql, expected)| ((*sql).to_owned(), *expected))
+            .collect()
+    };
+    strings(&[
+        // 1. Escaping the wrapper: unbalanced text that would close `FROM (...) AS q` and append a
+        //    branch the byte cap does not cover. It must parse on its own first, and does not.
+        (
+            "SELECT 1) AS q UNION ALL SELECT repeat('x', 300000000) FROM (SELECT 1",
+            NOT_PARSED,
+        ),
+        (
+            "SELECT 1 AS a) AS q UNION ALL (SELECT repeat('x', 100000000)",
+            NOT_PARSED,
+        ),
+        (
+            "SELECT 1) AS q, LATERAL (SELECT pg_sleep(10)) AS z --",
+            NOT_PARSED,
+        ),
+        (
+            "SELECT 1) q LIMIT 1) UNION ALL SELECT 'x' FROM (SELECT (1",
+            NOT_PARSED,
+        ),
+        (
+            "(SELECT 1)) AS q UNION ALL SELECT convert_to(repeat('x', 1000), 'UTF8') FROM ((SELECT 1",
+            NOT_PARSED,
+        ),
+        (
+            "VALUES (1)) AS q UNION ALL SELECT repeat('x', 100000000) FROM (VALUES (1)",
+            NOT_PARSED,
+        ),
+        (
+            "TABLE services) AS q UNION ALL SELECT repeat('x', 100000000) FROM (TABLE services",
+            NOT_PARSED,
+        ),
+        ("SELECT 1 AS a) AS q ORDER BY 1) AS r --", NOT_PARSED),
+        (
+            "SELECT 1 FROM (SELECT 1) AS q) AS q2 WHERE (true",
+            NOT_PARSED,
+        ),
+        (
+            "SELECT ')' AS a) AS q UNION ALL SELECT repeat('x', 99) FROM (SELECT 1",
+            NOT_PARSED,
+        ),
+        (
+            "DECLARE c CURSOR FOR SELECT repeat('x', 100000000)",
+            NOT_PARSED,
+        ),
+        ("EXPLAIN SELECT 1", NOT_PARSED),
+        (
+            "EXECUTE sqlx_s_1",
+            "does not exist|run_select takes exactly one query",
+        ),
+        (
+            "CREATE TABLE evil AS SELECT 1",
+            "permission denied|read-only|run_select takes exactly one query",
+        ),
+        (
+            "MERGE INTO alerts a USING services s ON false WHEN NOT MATCHED THEN DO NOTHING",
+            "has a ModifyTable node",
+        ),
+        // 2. Plans whose top node looks cheap because a LIMIT scales it down, while the join
+        //    below would run until the timeout: the node under the LIMIT is what is checked.
+        (
+            "SELECT a.value FROM metric_samples a, metric_samples b WHERE a.value > b.value + 1e12 LIMIT 1",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "SELECT 1 FROM metric_samples a JOIN metric_samples b ON a.ts > b.ts + interval '100 years' LIMIT 1",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "SELECT EXISTS (SELECT 1 FROM metric_samples a, metric_samples b WHERE a.value < -b.value - 1e12)",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "SELECT (SELECT count(*) FROM metric_samples a, metric_samples b) AS n",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "SELECT n FROM generate_series(1, 1000000000) AS n WHERE n < 0 LIMIT 1",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "WITH x AS MATERIALIZED (SELECT a.ts FROM metric_samples a, metric_samples b) SELECT 1 FROM x LIMIT 1",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "SELECT * FROM metric_samples a, LATERAL (SELECT count(*) FROM metric_samples b WHERE b.value > a.value) c LIMIT 1",
+            TOO_EXPENSIVE,
+        ),
+        // 4/5. Statistics and activity of other tenants, sizes, transaction ids and the like.
+        (
+            "SELECT relname, n_live_tup FROM pg_stat_user_tables",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT pg_stat_get_live_tuples('metric_samples'::regclass)",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT pg_stat_get_tuples_inserted('internal_mcp_audit_log'::regclass)",
+            NOT_ALLOWED,
+        ),
+        ("SELECT * FROM pg_statio_user_tables", NOT_ALLOWED),
+        (
+            "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'services'",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT pg_relation_size('internal_mcp_audit_log')",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT pg_total_relation_size('internal_mcp_confirmations')",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT pg_table_size('metric_samples'), pg_indexes_size('alerts')",
+            NOT_ALLOWED,
+        ),
+        ("SELECT pg_database_size(current_database())", NOT_ALLOWED),
+        ("SELECT pg_relation_filepath('alerts')", NOT_ALLOWED),
+        (
+            "SELECT backend_start, xact_start FROM pg_stat_activity",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT pg_stat_get_backend_start(s) FROM pg_stat_get_backend_idset() AS s",
+            NOT_ALLOWED,
+        ),
+        ("SELECT * FROM pg_locks", NOT_ALLOWED),
+        ("SELECT * FROM pg_lock_status()", NOT_ALLOWED),
+        ("SELECT pg_blocking_pids(pg_backend_pid())", NOT_ALLOWED),
+        ("SELECT * FROM pg_prepared_xacts", NOT_ALLOWED),
+        ("SELECT txid_current()", NOT_ALLOWED),
+        ("SELECT pg_current_xact_id()", NOT_ALLOWED),
+        ("SELECT txid_current_snapshot()", NOT_ALLOWED),
+        ("SELECT pg_current_snapshot()", NOT_ALLOWED),
+        ("SELECT pg_current_wal_lsn()", NOT_ALLOWED),
+        (
+            "SELECT pg_stat_get_db_xact_commit(oid) FROM pg_database",
+            NOT_ALLOWED,
+        ),
+        ("SELECT pg_notify('alerts', 'x')", NOT_ALLOWED),
+        ("SELECT pg_notification_queue_usage()", NOT_ALLOWED),
+        ("SELECT pg_export_snapshot()", NOT_ALLOWED),
+        (
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, ''b''::tsquery')",
+            NOT_ALLOWED,
+        ),
+        ("SELECT * FROM pg_control_checkpoint()", NOT_ALLOWED),
+        ("SELECT pg_stat_get_snapshot_timestamp()", NOT_ALLOWED),
+    ])
+}
 
 #[tokio::test]
 async fn hostile_queries_are_refused_and_change_nothing() {
@@ -43,15 +208,15 @@ async fn hostile_queries_are_refused_and_change_nothing() {
         ("SELECT 1 /* swallow the rest".into(), NOT_ONE_QUERY),
         ("SELECT $$ swallow the rest".into(), NOT_ONE_QUERY),
         // Writes, directly and in writable CTEs.
-        ("DELETE FROM alerts".into(), NOT_ONE_QUERY),
-        ("UPDATE incidents SET status = 'resolved'".into(), NOT_ONE_QUERY),
-        ("INSERT INTO users SELECT * FROM users".into(), NOT_ONE_QUERY),
-        ("WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d".into(), DATA_MODIFYING),
-        ("WITH u AS (UPDATE monitors SET silenced_until = now() RETURNING id) SELECT count(*) FROM u".into(), DATA_MODIFYING),
+        ("DELETE FROM alerts".into(), NOT_ALLOWED),
+        ("UPDATE incidents SET status = 'resolved'".into(), NOT_ALLOWED),
+        ("INSERT INTO users SELECT * FROM users".into(), NOT_ALLOWED),
+        ("WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d".into(), NOT_ALLOWED),
+        ("WITH u AS (UPDATE monitors SET silenced_until = now() RETURNING id) SELECT count(*) FROM u".into(), NOT_ALLOWED),
         (
             "WITH i AS (INSERT INTO organizations (id, slug, name) VALUES (gen_random_uuid(), 'evil', 'Evil') RETURNING id) SELECT * FROM i"
                 .into(),
-            DATA_MODIFYING,
+            NOT_ALLOWED,
         ),
         ("SELECT * FROM alerts FOR UPDATE".into(), NOT_ALLOWED),
         ("SELECT * FROM monitors FOR SHARE".into(), NOT_ALLOWED),
@@ -126,9 +291,54 @@ async fn hostile_queries_are_refused_and_change_nothing() {
         ("SELECT '\u{0}'".into(), "NUL"),
     ];
     assert!(corpus.len() >= 40, "the corpus has {} cases", corpus.len());
-    for (sql, expected) in &corpus {
+    let hardening = hardening_corpus();
+    assert!(
+        hardening.len() >= 40,
+        "the hardening corpus has {} cases",
+        hardening.len()
+    );
+    let memory = ResidentMemory::reset_peak();
+    for (sql, expected) in corpus.iter().chain(&hardening) {
         check(&client, sql, expected).await;
     }
+    // Answered, but bounded: text that looks like an escape inside a string is only a string, and
+    // huge values are cut in the database, by bytes, before they are shipped.
+    for sql in [
+        "SELECT $q$ ) AS q UNION ALL SELECT repeat('x', 100000000) FROM (SELECT 1 $q$ AS text",
+        "SELECT '\n) AS q UNION ALL SELECT repeat(''x'', 100000000) FROM (SELECT 1' AS text",
+        "SELECT 1 AS text -- ) AS q UNION ALL SELECT repeat('x', 100000000) FROM (SELECT 1",
+        "SELECT 1 AS text /* ) AS q UNION ALL SELECT repeat('x', 100000000) FROM (SELECT 1 */",
+    ] {
+        let answered = success(&call(&client, "run_select", json!({ "sql": sql })).await);
+        assert_eq!(answered["row_count"], 1, "{sql}: {answered}");
+        assert!(answered.to_string().len() < 1000, "{sql}: {answered}");
+    }
+    for sql in [
+        // 50 MB in one value (the escape shipped 300 MB): cut in the database.
+        "SELECT string_agg(repeat('x', 1000), '') AS huge FROM generate_series(1, 50000)",
+        // Three-byte characters: a cap by characters would let three times the bytes through.
+        "SELECT repeat('\u{20AC}', 200000) AS wide",
+        "SELECT repeat('\u{20AC}', 1000) AS wide FROM generate_series(1, 5000)",
+        "SELECT repeat('x', 30000000) AS huge UNION ALL SELECT repeat('y', 30000000)",
+    ] {
+        let answered = success(&call(&client, "run_select", json!({ "sql": sql })).await);
+        assert_eq!(answered["truncated"], true, "{sql}");
+        assert!(
+            answered.to_string().len() <= test_limits().max_result_bytes + 4096,
+            "{sql}: {} bytes came back",
+            answered.to_string().len()
+        );
+    }
+    let peak = memory.peak_since_reset();
+    eprintln!(
+        "attack corpus: {} inputs refused, 8 answered within bounds; peak resident memory of the test process (internal-mcp in process): {:.1} MB",
+        corpus.len() + hardening.len(),
+        peak as f64 / 1_048_576.0
+    );
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "resident memory peaked at {peak} bytes"
+    );
 
     assert_eq!(
         before,
@@ -157,9 +367,13 @@ async fn explain_select_is_held_to_the_same_rules() {
         ("SELECT 1; DROP TABLE alerts", NOT_ONE_QUERY),
         (
             "WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d",
-            DATA_MODIFYING,
+            NOT_ALLOWED,
         ),
-        ("DELETE FROM alerts", NOT_ONE_QUERY),
+        ("DELETE FROM alerts", NOT_ALLOWED),
+        (
+            "SELECT 1) AS q UNION ALL SELECT repeat('x', 10) FROM (SELECT 1",
+            "syntax error",
+        ),
     ] {
         let message = failure(&call(&client, "explain_select", json!({ "sql": sql })).await);
         assert!(message.contains(expected), "{sql}: {message}");

@@ -107,9 +107,18 @@ async fn every_call_is_recorded_and_admins_read_their_own_organisations_trail() 
     let records = trail["records"].as_array().unwrap();
     assert_eq!(records.len(), 3, "{trail}");
     assert_eq!(records[2]["tool"], "run_select");
+    // What the user sent comes back apart, marked as untrusted content.
     assert_eq!(
-        records[2]["sql_text"],
+        records[2]["untrusted"]["sql_text"],
         "SELECT name FROM services ORDER BY name LIMIT 3"
+    );
+    assert!(records[2].get("sql_text").is_none());
+    assert!(
+        trail["notice"]
+            .as_str()
+            .unwrap()
+            .contains("untrusted content"),
+        "{trail}"
     );
     let errors = success(
         &call(
@@ -137,4 +146,60 @@ async fn every_call_is_recorded_and_admins_read_their_own_organisations_trail() 
             "{record}"
         );
     }
+}
+
+#[tokio::test]
+async fn old_records_and_expired_confirmations_are_purged_and_oversized_arguments_cut() {
+    let app = TestApp::spawn().await;
+    let client = app.client(Endpoint::Sql, "acme", "sam").await;
+    let long_sql = format!("SELECT '{}' AS filler", "x".repeat(60_000));
+    call(&client, "run_select", json!({ "sql": long_sql })).await;
+    let (arguments_bytes, sql_bytes): (i32, i32) = sqlx::query_as(
+        "SELECT octet_length(arguments::text), octet_length(sql_text) FROM internal_mcp_audit_log
+          WHERE tool = 'run_select' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(
+        arguments_bytes < 20_000,
+        "{arguments_bytes} bytes of arguments stored"
+    );
+    assert!(sql_bytes < 20_000, "{sql_bytes} bytes of SQL stored");
+
+    let dana = app.user("acme", "dana").await;
+    sqlx::query(
+        "UPDATE internal_mcp_audit_log SET at = now() - interval '200 days' WHERE id = (SELECT min(id) FROM internal_mcp_audit_log)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    for (hash, expires) in [
+        (1u8, "now() - interval '2 hours'"),
+        (2u8, "now() + interval '5 minutes'"),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO internal_mcp_confirmations (token_hash, organization_id, user_id, tool, arguments_digest, plan, created_at, expires_at)
+             VALUES ($1, $2, $3, 'silence_monitor', $4, '{{}}', {expires} - interval '5 minutes', {expires})"
+        ))
+        .bind(vec![hash; 32])
+        .bind(dana.organization_id)
+        .bind(dana.id)
+        .bind(vec![0u8; 32])
+        .execute(app.pool())
+        .await
+        .unwrap();
+    }
+    let (records, confirmations) = app
+        .state
+        .audit()
+        .purge(std::time::Duration::from_secs(90 * 24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!((records, confirmations), (1, 1));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM internal_mcp_confirmations")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the live confirmation stays");
 }

@@ -144,7 +144,7 @@ async fn bad_credentials_get_401_with_a_reason() {
         &jsonwebtoken::EncodingKey::from_secret(b"internal-mcp test signing key, 32+ bytes long"),
     )
     .unwrap();
-    check_refused(&app, Some(&bearer(&hs512)), "only HS256").await;
+    check_refused(&app, Some(&bearer(&hs512)), "only EdDSA").await;
 
     // The rmcp client cannot even initialise with a bad credential.
     assert!(app.client_with(Endpoint::All, &expired).await.is_err());
@@ -191,4 +191,47 @@ async fn hosts_outside_the_allow_list_are_refused_even_with_a_credential() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// A server holding only public keys: EdDSA credentials by kid get in, a single-use one only
+/// once, and HS256 ones (which anything holding a shared key could mint) are refused.
+#[tokio::test]
+async fn public_keys_only_accept_eddsa_by_kid_and_refuse_a_replayed_single_use_credential() {
+    use internal_mcp::auth::{CredentialRequest, mint_ed25519_credential};
+    use internal_mcp::keys::{PrivateKey, PublicKeySet};
+
+    let host_key = PrivateKey::generate("internal-host-2026").unwrap();
+    let jwks = json!({ "keys": [host_key.public_jwk()] }).to_string();
+    let app = TestApp::spawn_with(|config| {
+        config.credentials.signing_key = None;
+        config.credentials.public_keys = PublicKeySet::from_jwks(&jwks).unwrap();
+    })
+    .await;
+    let sam = app.user("acme", "sam").await;
+    let request = |single_use| CredentialRequest {
+        issuer: "internal-host".into(),
+        user_id: sam.id,
+        organization_id: sam.organization_id,
+        role: sam.role,
+        lifetime: std::time::Duration::from_secs(120),
+        single_use,
+    };
+
+    let reusable = mint_ed25519_credential(&host_key, &request(false)).unwrap();
+    for _ in 0..2 {
+        let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&reusable))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    let once = mint_ed25519_credential(&host_key, &request(true)).unwrap();
+    let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&once))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&once))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("single-use and was already used"), "{body}");
+
+    let shared = app.credential(&sam);
+    let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&shared))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("only EdDSA"), "{body}");
 }

@@ -300,3 +300,104 @@ async fn viewers_can_neither_see_nor_call_privileged_tools() {
     assert!(refused.contains("requires the admin role"), "{refused}");
     assert_eq!(before, database_fingerprint(app.pool()).await);
 }
+
+/// One mechanism for every two-step tool: the token binds the whole arguments, so changing any one
+/// of them between the plan and the confirmation is refused, for every tool that
+/// declares two steps. A tool added later without a row here fails the test.
+#[tokio::test]
+async fn changing_any_argument_between_plan_and_confirmation_is_refused_for_every_two_step_tool() {
+    let app = TestApp::spawn().await;
+    let client = app.client(Endpoint::All, "acme", "dana").await;
+    let service = service_with_unacknowledged_alerts(&app, "acme").await;
+    let open: i32 = sqlx::query_scalar(
+        "SELECT number FROM incidents i JOIN organizations o ON o.id = i.organization_id
+          WHERE o.slug = 'acme' AND i.status = 'open'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let incident = format!("INC-{open}");
+    let cases = [
+        ("acknowledge_service_alerts", json!({ "service": service })),
+        (
+            "annotate_incident",
+            json!({ "incident": incident, "note": "Checked the dashboards" }),
+        ),
+        (
+            "silence_monitor",
+            json!({ "monitor": "storefront-web traffic surge", "minutes": 90 }),
+        ),
+        (
+            "transition_incident",
+            json!({ "incident": incident, "action": "acknowledge", "note": "On it" }),
+        ),
+    ];
+
+    let mut two_step: Vec<String> =
+        internal_mcp::server::InternalMcpServer::tools_for(Endpoint::All)
+            .list_all()
+            .iter()
+            .filter(|tool| {
+                internal_mcp::policy::policy_of(tool).is_some_and(|policy| policy.two_step)
+            })
+            .map(|tool| tool.name.to_string())
+            .collect();
+    two_step.sort();
+    let mut covered: Vec<String> = cases.iter().map(|(tool, _)| (*tool).to_owned()).collect();
+    covered.sort();
+    assert_eq!(two_step, covered, "every two-step tool needs a case here");
+
+    // Plans add confirmations, by design; nothing else may change.
+    let fingerprint = async || {
+        let mut tables = database_fingerprint(app.pool()).await;
+        tables.retain(|(table, _, _)| table != "internal_mcp_confirmations");
+        tables
+    };
+    let before = fingerprint().await;
+    for (tool, arguments) in &cases {
+        let (_, token) = plan(&client, tool, arguments.clone()).await;
+        let mut changes: Vec<Value> = Vec::new();
+        for (name, value) in arguments.as_object().unwrap() {
+            let mut changed = arguments.clone();
+            changed[name] = match value {
+                Value::Number(number) => json!(number.as_u64().unwrap() + 1),
+                Value::String(text) if name == "action" => json!(if text == "acknowledge" {
+                    "resolve"
+                } else {
+                    "acknowledge"
+                }),
+                Value::String(text) => json!(format!("{text} ")),
+                other => panic!("no change planned for {other}"),
+            };
+            changes.push(changed);
+        }
+        for changed in changes {
+            let refused = call(&client, tool, with_token(changed.clone(), &token)).await;
+            let message = failure(&refused);
+            assert!(
+                message.contains("arguments differ"),
+                "{tool} with {changed}: {message}"
+            );
+        }
+    }
+    assert_eq!(
+        before,
+        fingerprint().await,
+        "a refused confirmation changed something"
+    );
+}
+
+#[tokio::test]
+async fn plans_are_rate_limited_per_user() {
+    let app = TestApp::spawn().await;
+    let dana = app.client(Endpoint::Incidents, "acme", "dana").await;
+    let arguments = json!({"monitor": "storefront-web traffic surge", "minutes": 5});
+    for _ in 0..internal_mcp::operations::MAX_PLANS_PER_MINUTE {
+        plan(&dana, "silence_monitor", arguments.clone()).await;
+    }
+    let refused = failure(&call(&dana, "silence_monitor", arguments.clone()).await);
+    assert!(refused.contains("too many plans"), "{refused}");
+    // Another user is not affected.
+    let marcus = app.client(Endpoint::Incidents, "acme", "marcus").await;
+    plan(&marcus, "silence_monitor", arguments).await;
+}

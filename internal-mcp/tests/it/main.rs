@@ -9,5 +9,6 @@ mod confirmation;
 mod endpoints;
 mod select;
 mod startup;
+mod starvation;
 mod support;
 mod tenancy;

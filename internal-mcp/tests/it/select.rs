@@ -226,4 +226,5 @@ async fn expensive_queries_are_refused_with_the_plans_top_line() {
     );
     assert_eq!(explained["within_limit"], false);
     assert_eq!(explained["cost_limit"], 1000.0);
+    assert_eq!(explained["cost"], "over_the_limit");
 }

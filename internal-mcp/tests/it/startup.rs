@@ -34,7 +34,8 @@ async fn a_reader_that_can_change_its_organisation_setting_is_refused() {
         .unwrap();
     let message = refusal(test_config(&database)).await;
     assert!(
-        message.contains("may execute pg_catalog.set_config"),
+        message.contains("may execute 1 function(s)")
+            && message.contains("pg_catalog.set_config(text, text, boolean)"),
         "{message}"
     );
 }
@@ -66,4 +67,55 @@ async fn a_reader_that_may_write_is_refused() {
         .unwrap();
     let message = refusal(test_config(&database)).await;
     assert!(message.contains("may write to public.alerts"), "{message}");
+}
+
+#[tokio::test]
+async fn any_function_or_view_of_the_revoked_classes_left_callable_is_refused_and_named() {
+    let database = seeded_database().await;
+    for grant in [
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_live_tuples(oid) TO PUBLIC",
+        "GRANT EXECUTE ON FUNCTION pg_catalog.ts_rewrite(tsquery, text) TO internal_mcp_reader",
+        "GRANT EXECUTE ON FUNCTION pg_catalog.txid_current() TO PUBLIC",
+        "GRANT SELECT ON pg_catalog.pg_stats TO PUBLIC",
+    ] {
+        sqlx::query(grant).execute(&database.pool).await.unwrap();
+    }
+    let message = refusal(test_config(&database)).await;
+    for expected in [
+        "may execute 3 function(s)",
+        "pg_catalog.pg_stat_get_live_tuples(oid)",
+        "pg_catalog.ts_rewrite(tsquery, text)",
+        "pg_catalog.txid_current()",
+        "may read 1 view(s)",
+        "pg_catalog.pg_stats",
+    ] {
+        assert!(
+            message.contains(expected),
+            "{expected} missing from: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn security_definer_functions_and_other_databases_within_reach_are_refused() {
+    let database = seeded_database().await;
+    sqlx::query(
+        "CREATE FUNCTION public.leak_everything() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+             AS 'SELECT count(*) FROM public.metric_samples'",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    let mut config = test_config(&database);
+    config.allow_reader_in_other_databases = false;
+    let message = refusal(config).await;
+    assert!(
+        message.contains("SECURITY DEFINER function(s) leak_everything()"),
+        "{message}"
+    );
+    // The server's own `postgres` database admits PUBLIC, the reader included.
+    assert!(
+        message.contains("may connect to other database(s)") && message.contains("postgres"),
+        "{message}"
+    );
 }

@@ -73,12 +73,14 @@ pub async fn seeded_database() -> TestDatabase {
 /// demo-backend embeds its migrations when it is compiled; a build older than internal-mcp's
 /// migration would run without it, and every start-up check would fail for a confusing reason.
 fn assert_migrator_is_fresh() {
-    let knows_internal_mcp = demo_backend::MIGRATOR
-        .iter()
-        .any(|migration| migration.description.contains("internal mcp"));
+    let knows_the_hardening = demo_backend::MIGRATOR.iter().any(|migration| {
+        migration
+            .description
+            .contains("internal mcp reader hardening")
+    });
     assert!(
-        knows_internal_mcp,
-        "demo-backend was compiled before migrations/0002_internal_mcp.sql existed: `cargo clean -p demo-backend`"
+        knows_the_hardening,
+        "demo-backend was compiled before migrations/0003_internal_mcp_reader_hardening.sql existed: `cargo clean -p demo-backend`"
     );
 }
 
@@ -142,6 +144,10 @@ pub fn test_config(database: &TestDatabase) -> Config {
     );
     config.limits = test_limits();
     config.reader_connections = 4;
+    config.max_calls_per_caller = 2;
+    config.max_calls_per_organization = 3;
+    // Every test's database on the shared test server is open to the cluster-wide reader role.
+    config.allow_reader_in_other_databases = true;
     config
 }
 
@@ -244,6 +250,7 @@ impl TestApp {
                 organization_id: user.organization_id,
                 role: user.role,
                 lifetime: Duration::from_secs(300),
+                single_use: false,
             },
         )
         .expect("a credential")
@@ -358,4 +365,34 @@ pub async fn database_fingerprint(pool: &PgPool) -> Vec<(String, i64, i64)> {
     .expect("the role fingerprint");
     fingerprint.push(("internal_mcp_reader".into(), privileges, hash));
     fingerprint
+}
+
+/// The resident memory of this process (internal-mcp runs in it), measured with the kernel's
+/// high-water mark, which [`ResidentMemory::reset_peak`] resets.
+pub struct ResidentMemory;
+
+impl ResidentMemory {
+    /// Resets the kernel's peak (`VmHWM`) to the current resident size.
+    pub fn reset_peak() -> Self {
+        std::fs::write("/proc/self/clear_refs", "5").expect("the kernel resets VmHWM");
+        Self
+    }
+
+    /// The peak resident size in bytes since the reset.
+    pub fn peak_since_reset(&self) -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kilobytes| kilobytes * 1024)
+            .expect("VmHWM in /proc/self/status")
+    }
 }

@@ -1,0 +1,93 @@
+//! Logging to stderr, with the payload-carrying targets held at INFO whatever `RUST_LOG` says.
+//!
+//! rmcp logs whole requests and results at DEBUG and TRACE (confirmation tokens and tenant rows
+//! included), and sqlx logs statement text at DEBUG. Those events never reach the log: the cap is
+//! a filter on the output layer, applied after `RUST_LOG`'s, so no directive can lift it.
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::FilterFn;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer as _, fmt};
+
+/// Targets (and their children) that may log request or result payloads below INFO.
+pub const PAYLOAD_TARGETS: [&str; 2] = ["rmcp", "sqlx"];
+
+/// Whether an event or span may be logged at all: anything but a payload target below INFO.
+pub fn allowed(metadata: &Metadata<'_>) -> bool {
+    let payload_target = PAYLOAD_TARGETS.iter().any(|target| {
+        metadata.target() == *target
+            || metadata
+                .target()
+                .strip_prefix(target)
+                .is_some_and(|rest| rest.starts_with("::"))
+    });
+    !(payload_target && *metadata.level() > Level::INFO)
+}
+
+/// Installs the global subscriber: `RUST_LOG` (default `info`), capped by [`allowed`], to stderr.
+pub fn init() {
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env_filter)
+                .with_filter(FilterFn::new(allowed)),
+        )
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn payload_targets_stay_quiet_below_info_even_at_rust_log_trace() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_filter(EnvFilter::new(
+                    "trace,rmcp::service=trace,sqlx::query=trace",
+                ))
+                .with_filter(FilterFn::new(allowed)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "rmcp::service", "received request imc_secret_token");
+            tracing::trace!(target: "rmcp::transport::streamable_http_server::tower", "message row-of-globex");
+            tracing::debug!(target: "sqlx::query", "SELECT secret");
+            tracing::info!(target: "rmcp::service", "service started");
+            tracing::debug!(target: "internal_mcp::server", "our own debug line");
+            tracing::debug!(target: "rmcpx", "a neighbour's debug line");
+        });
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!logged.contains("imc_secret_token"), "{logged}");
+        assert!(!logged.contains("row-of-globex"), "{logged}");
+        assert!(!logged.contains("SELECT secret"), "{logged}");
+        assert!(logged.contains("service started"), "{logged}");
+        assert!(logged.contains("our own debug line"), "{logged}");
+        assert!(logged.contains("a neighbour's debug line"), "{logged}");
+    }
+}

@@ -24,7 +24,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use crate::api::ApiClient;
 use crate::bounded::Progress;
 use crate::config::Settings;
-use crate::credentials::{Caller, Identity, IdentityCache, StdioCredentials};
+use crate::credentials::{Caller, Identity, IdentityCache, StdioCredentials, TokenDigest};
 use crate::error::Error;
 use crate::links::Links;
 use crate::tools::{self, ToolCall, ToolFailure};
@@ -62,6 +62,12 @@ pub struct ExternalServer {
     /// The tools the configuration offers; narrowed per caller by scope.
     tool_router: ToolRouter<Self>,
 }
+
+/// How hosts name this server to people.
+pub const SERVER_TITLE: &str = "Demo Monitoring";
+/// One line on what the server offers, shown by hosts beside the title.
+pub const SERVER_DESCRIPTION: &str = "Your monitoring data in your assistant: services and their health, metrics, \
+alerts, incidents and deployments, with the incident changes a responder makes.";
 
 const INSTRUCTIONS: &str = "Monitoring data of the user's organisation: services and their health, metrics, alerts, \
 incidents and deployments. Start with find_services (what is unhealthy?) or list_incidents; service_overview \
@@ -115,25 +121,36 @@ impl ExternalServer {
         }
     }
 
-    /// Everything a tool body needs for the request of `context`.
+    /// Everything a tool body (or a resource or prompt) needs for the request of `context`.
     pub async fn begin(&self, context: &RequestContext<RoleServer>) -> Result<ToolCall, Error> {
         let caller = self.caller(context).await?;
-        Ok(ToolCall {
+        Ok(self.tool_call(caller, context))
+    }
+
+    /// What a tool body works with, for `caller` in the request of `context`.
+    pub fn tool_call(&self, caller: Caller, context: &RequestContext<RoleServer>) -> ToolCall {
+        ToolCall {
             api: self.shared.api.for_caller(caller.token, context.ct.clone()),
             identity: caller.identity,
             links: self.shared.links.clone(),
             progress: Progress::of(context),
-        })
+        }
     }
 
-    /// A failed tool call's result. A token the API rejected is forgotten, so a fixed (or
-    /// rotated) token is tried afresh on the next call.
-    pub fn failure(&self, action: &str, error: &Error) -> ToolFailure {
-        if matches!(error, Error::TokenRejected { .. })
-            && let CallerSource::Stdio(credentials) = &self.source
-            && let Ok(token) = credentials.current()
-        {
-            self.shared.identities.forget(&token.digest());
+    /// A failed tool call's result. A token the API rejected (`token`, or over stdio the
+    /// configured one) is forgotten, so a fixed or rotated token is tried afresh on the next call.
+    pub fn failure(&self, action: &str, token: Option<&TokenDigest>, error: &Error) -> ToolFailure {
+        if matches!(error, Error::TokenRejected { .. }) {
+            let digest = match (token, &self.source) {
+                (Some(digest), _) => Some(*digest),
+                (None, CallerSource::Stdio(credentials)) => {
+                    credentials.current().ok().map(|token| token.digest())
+                }
+                (None, CallerSource::PerRequest) => None,
+            };
+            if let Some(digest) = digest {
+                self.shared.identities.forget(&digest);
+            }
         }
         ToolFailure::new(action, error)
     }
@@ -160,10 +177,12 @@ impl ServerHandler for ExternalServer {
                 .enable_tools()
                 .build(),
         )
-        .with_server_info(Implementation::new(
-            "external-mcp",
-            env!("CARGO_PKG_VERSION"),
-        ))
+        .with_server_info(
+            Implementation::new("external-mcp", env!("CARGO_PKG_VERSION"))
+                .with_title(SERVER_TITLE)
+                .with_description(SERVER_DESCRIPTION)
+                .with_website_url(self.shared.settings.web_url.as_str()),
+        )
         .with_instructions(INSTRUCTIONS)
     }
 

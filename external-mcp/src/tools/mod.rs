@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod deployments;
 pub mod incidents;
 pub mod metrics;
+pub mod run;
 pub mod services;
 
 use chrono::{DateTime, Duration, Utc};
@@ -697,19 +698,21 @@ pub fn short_time(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%MZ").to_string()
 }
 
-/// The closing lines of a list's text: how to continue or narrow.
-pub fn continuation(truncated: bool, next_cursor: Option<&str>, hint: Option<&str>) -> String {
-    let mut text = String::new();
-    if truncated && next_cursor.is_some() {
-        text.push_str(
-            "\nMore results: call again with the same arguments and `cursor` = next_cursor.",
-        );
+/// A list's `hint` as `structuredContent` carries it (some hosts hand the model nothing else):
+/// how to continue when the list goes on, then how to narrow the question.
+pub fn list_hint(next_cursor: Option<&str>, narrowing: Option<String>) -> Option<String> {
+    let more = next_cursor.map(|_| {
+        "More results: call again with the same arguments and `cursor` = next_cursor.".to_owned()
+    });
+    match (more, narrowing) {
+        (Some(more), Some(narrowing)) => Some(format!("{more} {narrowing}")),
+        (more, narrowing) => more.or(narrowing),
     }
-    if let Some(hint) = hint {
-        text.push('\n');
-        text.push_str(hint);
-    }
-    text
+}
+
+/// The closing line of a result's text: its hint, when it has one.
+pub fn hint_line(hint: Option<&str>) -> String {
+    hint.map_or_else(String::new, |hint| format!("\n{hint}"))
 }
 
 #[cfg(test)]

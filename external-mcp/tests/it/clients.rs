@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use external_mcp::config::{ApiOptions, HttpSettings, Settings, TokenSource, Toolset};
+use external_mcp::tools::all_tools;
 use external_mcp::{Shared, http, stdio};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
@@ -158,9 +159,32 @@ pub fn ok(result: &CallToolResult) -> Value {
         .expect("structuredContent")
 }
 
-/// Calls and returns the structured content, failing on any error.
+/// Calls and returns the structured content, failing on any error or on structured content that
+/// does not match the tool's `outputSchema`.
 pub async fn ok_call<H: ClientHandler>(client: &Client<H>, tool: &str, arguments: Value) -> Value {
-    ok(&call(client, tool, arguments).await)
+    let structured = ok(&call(client, tool, arguments).await);
+    assert_conforms(tool, &structured);
+    structured
+}
+
+/// Fails unless `structured` matches the `outputSchema` that `tool` advertises.
+pub fn assert_conforms(tool: &str, structured: &Value) {
+    let definition = all_tools()
+        .into_iter()
+        .find(|definition| definition.name == tool)
+        .unwrap_or_else(|| panic!("no tool {tool}"));
+    let schema = Value::Object(
+        definition
+            .output_schema
+            .unwrap_or_else(|| panic!("{tool} has no outputSchema"))
+            .as_ref()
+            .clone(),
+    );
+    let violations = crate::schema::violations(&schema, structured);
+    assert!(
+        violations.is_empty(),
+        "{tool}'s structuredContent breaks its outputSchema: {violations:#?}"
+    );
 }
 
 /// Asserts a tool error whose text contains every one of `expected`; returns the text.

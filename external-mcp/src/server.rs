@@ -1,11 +1,12 @@
 //! The MCP server handler: which tools a caller sees, and the routing of tools, resources,
 //! prompts and completions to the modules that implement them.
 //!
-//! One [`ExternalServer`] serves one MCP session. Its tool router is built from the configuration
-//! (toolsets, `--read-only`); the caller's token then narrows it per request: without the `write`
-//! scope the write tools are absent from `tools/list` and refused by `tools/call`. Over stdio the
-//! caller is the configured token; over HTTP it is the token of the request being served, never a
-//! value kept in the session, so two users' requests never share credentials.
+//! One [`ExternalServer`] serves one stdio session, or one HTTP request (the HTTP transport keeps
+//! no sessions). Its tool router is built from the configuration (toolsets, `--read-only`),
+//! narrowed further by the HTTP endpoint; the caller's token then narrows it per request: without
+//! the `write` scope the write tools are absent from `tools/list` and refused by `tools/call`.
+//! Over stdio the caller is the configured token; over HTTP it is the token of the request being
+//! served, so two users' requests never share credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,7 @@ pub const IDENTITY_TIME_TO_LIVE: Duration = Duration::from_secs(60);
 /// How long tools/list waits to learn the caller's scopes before listing without them.
 pub const LIST_TOOLS_IDENTITY_WAIT: Duration = Duration::from_secs(3);
 
-/// What every session of one process shares: settings, the API client and the token cache.
+/// What every server value of one process shares: settings, the API client and the token cache.
 #[derive(Debug)]
 pub struct Shared {
     pub settings: Settings,
@@ -54,7 +55,7 @@ pub enum CallerSource {
     PerRequest,
 }
 
-/// The MCP server of one session.
+/// The MCP server of one stdio session or one HTTP request.
 #[derive(Debug, Clone)]
 pub struct ExternalServer {
     shared: Arc<Shared>,
@@ -89,6 +90,15 @@ impl Shared {
 impl ExternalServer {
     pub fn new(shared: Arc<Shared>, source: CallerSource) -> Self {
         let tool_router = tools::router_for(&shared.settings);
+        Self::with_tools(shared, source, tool_router)
+    }
+
+    /// A server offering `tool_router` (the configuration's tools, or fewer: see `http`).
+    pub fn with_tools(
+        shared: Arc<Shared>,
+        source: CallerSource,
+        tool_router: ToolRouter<Self>,
+    ) -> Self {
         Self {
             shared,
             source,

@@ -301,15 +301,19 @@ fn compact_schema(schema: &mut serde_json::Value, output: bool) {
 
 /// Every tool this server has, whatever the configuration: for tests and documentation.
 pub fn all_tools() -> Vec<rmcp::model::Tool> {
+    router_for(&all_tools_settings()).list_all()
+}
+
+/// Settings that offer every tool (toward a placeholder API): for tests and documentation.
+pub fn all_tools_settings() -> Settings {
     let localhost = url::Url::parse("http://localhost/").expect("a literal URL parses");
-    let settings = Settings {
+    Settings {
         api_url: localhost.clone(),
         web_url: localhost,
         read_only: false,
         toolsets: Toolset::ALL.to_vec(),
         api: crate::config::ApiOptions::default(),
-    };
-    router_for(&settings).list_all()
+    }
 }
 
 pub fn is_write_tool(name: &str) -> bool {

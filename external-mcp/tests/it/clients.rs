@@ -91,6 +91,11 @@ pub async fn as_user(backend: &Backend, organization: &str, role: &str) -> Clien
 
 /// The HTTP transport on a free port; returns its base URL. Stops when the test's runtime ends.
 pub async fn http_server(api_url: &str) -> String {
+    http_server_with(settings(api_url)).await
+}
+
+/// The HTTP transport with these launch settings on a free port; returns its base URL.
+pub async fn http_server_with(launch: Settings) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -101,7 +106,7 @@ pub async fn http_server(api_url: &str) -> String {
         public_url: Url::parse(&base).expect("public URL"),
         allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
     };
-    let shared = Shared::new(settings(api_url)).expect("shared state");
+    let shared = Shared::new(launch).expect("shared state");
     tokio::spawn(http::serve(
         listener,
         shared,
@@ -111,10 +116,15 @@ pub async fn http_server(api_url: &str) -> String {
     base
 }
 
-/// A Streamable HTTP client presenting `token`.
+/// A Streamable HTTP client presenting `token` to `/mcp`.
 pub async fn http_client(base: &str, token: &str) -> Client {
-    let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
-        .auth_header(token.to_owned());
+    http_client_at(&format!("{base}/mcp"), token).await
+}
+
+/// A Streamable HTTP client presenting `token` to the MCP endpoint at `url`.
+pub async fn http_client_at(url: &str, token: &str) -> Client {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned());
     ().serve(StreamableHttpClientTransport::from_config(config))
         .await
         .expect("the HTTP client connects")

@@ -16,8 +16,8 @@ use super::alerts::enum_text;
 use super::run::Parameters;
 use super::{
     AlertBrief, AlertItem, IncidentItem, IncidentStatus, Json, Readable, Severity, TimelineItem,
-    ToolCall, ToolFailure, hint_line, list_hint, resolve_incident, resolve_service,
-    service_and_since,
+    ToolCall, ToolFailure, hint_line, incident_detail, list_hint, resolve_incident,
+    resolve_service, service_and_since,
 };
 use crate::api::{self, NewIncident};
 use crate::bounded;
@@ -293,8 +293,7 @@ pub async fn list(call: &ToolCall, args: ListIncidentsArgs) -> Result<IncidentLi
 
 #[instrument(skip_all, fields(tool = "get_incident"))]
 pub async fn view(call: &ToolCall, reference: &str) -> Result<IncidentView, Error> {
-    let id = resolve_incident(call, reference).await?;
-    let detail = call.api.incident(id).await?;
+    let detail = incident_detail(call, reference).await?;
     Ok(incident_view(detail, call))
 }
 

@@ -437,55 +437,53 @@ pub async fn resolve_service(api: &CallerApi, reference: &str) -> Result<api::Se
     Err(Error::NotFound { detail })
 }
 
-/// Resolves `INC-42`, `#42`, `42` or an id to the incident's id. A number is looked up newest
-/// first, page by page, reporting progress.
+/// How a person or model names an incident: its id, or its number (`INC-42`, `#42`, `42`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentReference {
+    Id(Uuid),
+    Number(i32),
+}
+
+impl IncidentReference {
+    pub fn parse(reference: &str) -> Result<Self, Error> {
+        let reference = reference.trim();
+        if let Ok(id) = reference.parse::<Uuid>() {
+            return Ok(Self::Id(id));
+        }
+        let digits = reference
+            .trim_start_matches(['#'])
+            .trim_start_matches("INC-")
+            .trim_start_matches("inc-")
+            .trim_start_matches("Inc-");
+        match digits.parse::<i32>() {
+            Ok(number) if number > 0 => Ok(Self::Number(number)),
+            _ => Err(Error::InvalidInput(format!(
+                "`incident` must be a reference like INC-42, a number, or an incident id, not `{reference}`"
+            ))),
+        }
+    }
+}
+
+/// The incident `reference` names, with its alerts and timeline: one API call either way (the
+/// API looks numbers up by index, `GET /api/v1/incidents/by-number/{number}`).
+pub async fn incident_detail(
+    call: &ToolCall,
+    reference: &str,
+) -> Result<api::IncidentDetail, Error> {
+    match IncidentReference::parse(reference)? {
+        IncidentReference::Id(id) => call.api.incident(id).await,
+        IncidentReference::Number(number) => call.api.incident_by_number(number).await,
+    }
+}
+
+/// The id of the incident `reference` names (no API call for an id).
 pub async fn resolve_incident(call: &ToolCall, reference: &str) -> Result<Uuid, Error> {
-    let reference = reference.trim();
-    if let Ok(id) = reference.parse::<Uuid>() {
-        return Ok(id);
-    }
-    let digits = reference
-        .trim_start_matches(['#'])
-        .trim_start_matches("INC-")
-        .trim_start_matches("inc-")
-        .trim_start_matches("Inc-");
-    let number: i64 = digits.parse().map_err(|_| {
-        Error::InvalidInput(format!(
-            "`incident` must be a reference like INC-42, a number, or an incident id, not `{reference}`"
-        ))
-    })?;
-    const MAX_PAGES: u32 = 25;
-    let mut cursor: Option<String> = None;
-    for page_number in 1..=MAX_PAGES {
-        let page = call
-            .api
-            .incidents(&ListQuery::new().page(200, cursor.as_deref()))
-            .await?;
-        if let Some(found) = page.items.iter().find(|incident| incident.number == number) {
-            return Ok(found.id);
-        }
-        // Newest first, and numbers grow with time: once below the number, it does not exist.
-        let passed = page.items.iter().all(|incident| incident.number < number);
-        match page.next_cursor {
-            Some(next) if !passed => {
-                call.progress
-                    .report(
-                        page_number,
-                        None,
-                        format!(
-                            "looking for INC-{number}: read {} incidents",
-                            page_number * 200
-                        ),
-                    )
-                    .await;
-                cursor = Some(next);
-            }
-            _ => break,
+    match IncidentReference::parse(reference)? {
+        IncidentReference::Id(id) => Ok(id),
+        IncidentReference::Number(number) => {
+            Ok(call.api.incident_by_number(number).await?.incident.id)
         }
     }
-    Err(Error::NotFound {
-        detail: format!("no incident INC-{number} in your organisation"),
-    })
 }
 
 /// A number rounded to `digits` decimals, for results that are read, not computed with.
@@ -743,6 +741,23 @@ mod tests {
         check("99999999999999h", None);
         let absolute = parse_since("2026-01-05T12:00:00Z", "since").unwrap();
         assert_eq!(absolute.to_rfc3339(), "2026-01-05T12:00:00+00:00");
+    }
+
+    #[test]
+    fn incident_references_parse_or_are_refused() {
+        let check = |text: &str, expected: Option<IncidentReference>| {
+            assert_eq!(IncidentReference::parse(text).ok(), expected, "{text}");
+        };
+        check("INC-42", Some(IncidentReference::Number(42)));
+        check(" inc-7 ", Some(IncidentReference::Number(7)));
+        check("#3", Some(IncidentReference::Number(3)));
+        check("12", Some(IncidentReference::Number(12)));
+        let id = Uuid::nil();
+        check(&id.to_string(), Some(IncidentReference::Id(id)));
+        check("INC-0", None);
+        check("INC--1", None);
+        check("INC-99999999999", None);
+        check("yesterday's", None);
     }
 
     #[test]

@@ -418,3 +418,39 @@ async fn refusing_api(detail: &'static str) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }
+
+/// A token revoked while its validation is still cached: the tool call that meets the API's 401
+/// says so, and the token is forgotten at once, so the very next request is challenged (401)
+/// instead of riding the cache for the rest of its minute.
+#[tokio::test]
+async fn a_token_revoked_mid_use_is_forgotten_after_the_first_refusal() {
+    let backend = Backend::start().await;
+    let base = http_server(&backend.url).await;
+    let viewer = token("acme", "viewer");
+    let client = http_client(&base, &viewer).await;
+    ok_call(&client, "list_alerts", json!({ "limit": 1 })).await;
+
+    let revoked = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+    )
+    .bind(&viewer)
+    .execute(&backend.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(revoked.rows_affected(), 1);
+
+    let refused = crate::clients::call(&client, "list_alerts", json!({ "limit": 1 })).await;
+    failed(
+        &refused,
+        &["Could not list alerts", "your token was rejected"],
+    );
+    let next = post(&base)
+        .bearer_auth(&viewer)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 401, "the rejected token was forgotten");
+    assert!(next.headers().contains_key("www-authenticate"));
+}

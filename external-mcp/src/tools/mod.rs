@@ -3,7 +3,8 @@
 //!
 //! Tools express intent ("how is checkout-api doing?"), not endpoints: they accept the names
 //! people use, combine API calls, and summarise. Each returns `structuredContent` matching its
-//! `outputSchema`, plus a short readable text of the same facts.
+//! `outputSchema`, plus a short readable text of the same facts. Every tool method is one call of
+//! [`run`]'s `ExternalServer::run`, the one path for arguments, setup and failures.
 
 pub mod alerts;
 pub mod deployments;

@@ -410,6 +410,15 @@ impl CallerApi {
             .await
     }
 
+    /// An incident by its number in the organisation (42 for INC-42): one indexed lookup.
+    pub async fn incident_by_number(&self, number: i32) -> Result<IncidentDetail, Error> {
+        self.get(
+            &["incidents", "by-number", &number.to_string()],
+            &ListQuery::new(),
+        )
+        .await
+    }
+
     pub async fn deployments(&self, query: &ListQuery) -> Result<Page<Deployment>, Error> {
         self.get(&["deployments"], query).await
     }

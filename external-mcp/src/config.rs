@@ -45,6 +45,17 @@ impl Toolset {
         Toolset::Incidents,
         Toolset::Deployments,
     ];
+
+    /// The name used in flags and in `/mcp/x/{toolset}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Toolset::Services => "services",
+            Toolset::Metrics => "metrics",
+            Toolset::Alerts => "alerts",
+            Toolset::Incidents => "incidents",
+            Toolset::Deployments => "deployments",
+        }
+    }
 }
 
 /// Everything `external-mcp` can be told, from flags or environment variables.

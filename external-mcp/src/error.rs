@@ -58,9 +58,6 @@ pub enum Error {
     HostNotAllowed,
     #[error("requests from this Origin are not allowed")]
     OriginNotAllowed,
-    /// HTTP transport: an `Mcp-Session-Id` that was opened with another token.
-    #[error("no such session for this token; initialize a new session")]
-    SessionOfAnotherCaller,
 }
 
 impl Error {
@@ -110,8 +107,7 @@ impl Error {
             Error::Cancelled
             | Error::MissingBearer
             | Error::HostNotAllowed
-            | Error::OriginNotAllowed
-            | Error::SessionOfAnotherCaller => String::new(),
+            | Error::OriginNotAllowed => String::new(),
         }
     }
 }
@@ -127,7 +123,7 @@ impl IntoResponse for Error {
             Error::HostNotAllowed | Error::OriginNotAllowed | Error::MissingScope { .. } => {
                 StatusCode::FORBIDDEN
             }
-            Error::SessionOfAnotherCaller | Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Unreachable { .. } | Error::Unavailable { .. } => {

@@ -8,31 +8,34 @@
 //!   logged or stored.
 //! - The validated caller travels with the request (its extensions) to the tools, which use that
 //!   token and nothing else: two users' requests never share credentials or cached data.
-//! - A session is bound to the token that opened it: the same `Mcp-Session-Id` with another token
-//!   is answered 404.
+//! - No session state: the transport runs stateless (rmcp's `legacy_session_mode` off, JSON
+//!   responses unless a tool sends progress), so any replica behind a load balancer can serve any
+//!   request, and each request is authenticated by its own token alone.
+//! - Narrower endpoints beside `/mcp`, like GitHub's remote server: `/mcp/readonly`,
+//!   `/mcp/x/{toolset}` and `/mcp/x/{toolset}/readonly` offer a subset of what the launch flags
+//!   allow, never more (see [`Endpoint`]).
 //! - `Host` must be one of `--allowed-hosts`, and a present `Origin` must name one of them
 //!   (DNS-rebinding and cross-site protection); rmcp checks `Host` again behind this layer.
 //! - `/healthz` answers without any of the above, for load balancers.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::uri::Authority;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpSettings;
-use crate::credentials::{ApiToken, Caller, TokenDigest};
+use crate::config::{HttpSettings, Settings, Toolset};
+use crate::credentials::{ApiToken, Caller};
 use crate::error::Error;
 use crate::server::{CallerSource, ExternalServer, Shared};
 
@@ -40,46 +43,56 @@ use crate::server::{CallerSource, ExternalServer, Shared};
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 /// The MCP endpoint.
 pub const MCP_PATH: &str = "/mcp";
-/// The session header of Streamable HTTP.
-const SESSION_HEADER: &str = "mcp-session-id";
-/// Sessions remembered for token binding; the oldest are forgotten beyond this.
-const MAX_BOUND_SESSIONS: usize = 10_000;
+/// The largest JSON-RPC request body accepted.
+const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
+
+/// One MCP endpoint: which of the configured tools it offers. It can only narrow the launch
+/// configuration: a toolset the launch left out has no endpoint, and read-only stays read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Only this toolset (`/mcp/x/{toolset}`), or all configured ones.
+    pub toolset: Option<Toolset>,
+    /// No write tools (`.../readonly`), whatever the launch allows.
+    pub read_only: bool,
+}
 
 /// What the HTTP layer shares between requests.
 #[derive(Debug)]
 struct HttpState {
     shared: Arc<Shared>,
     settings: HttpSettings,
-    /// Which token opened each session (by digest), and when.
-    sessions: Mutex<HashMap<String, (TokenDigest, Instant)>>,
 }
 
-/// The whole HTTP application: `/mcp`, the protected-resource metadata and `/healthz`.
-/// `cancel` ends every MCP session (used at shutdown).
-pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: CancellationToken) -> Router {
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(settings.allowed_hosts.clone())
-        .with_cancellation_token(cancel)
-        .with_sse_keep_alive(Some(Duration::from_secs(15)));
-    let factory_shared = shared.clone();
-    let mcp_service = StreamableHttpService::new(
-        move || {
-            Ok(ExternalServer::new(
-                factory_shared.clone(),
-                CallerSource::PerRequest,
-            ))
-        },
-        LocalSessionManager::default().into(),
-        mcp_config,
-    );
-    let state = Arc::new(HttpState {
-        shared,
-        settings,
-        sessions: Mutex::new(HashMap::new()),
-    });
-    let mcp = Router::new()
-        .nest_service(MCP_PATH, mcp_service)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+/// The whole HTTP application: `/mcp` and its narrower endpoints, the protected-resource
+/// metadata and `/healthz`. `cancel` ends the requests in flight (used at shutdown).
+pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: &CancellationToken) -> Router {
+    let mut mcp = Router::new();
+    for endpoint in Endpoint::all(&shared.settings) {
+        let mcp_config = StreamableHttpServerConfig::default()
+            .with_allowed_hosts(settings.allowed_hosts.clone())
+            .with_legacy_session_mode(false)
+            .with_json_response(true)
+            .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES)
+            .with_cancellation_token(cancel.clone())
+            .with_sse_keep_alive(Some(Duration::from_secs(15)));
+        // Built once per endpoint: stateless serving makes a server value per request.
+        let tools = crate::tools::router_for(&endpoint.narrow(&shared.settings));
+        let factory_shared = shared.clone();
+        let mcp_service = StreamableHttpService::new(
+            move || {
+                Ok(ExternalServer::with_tools(
+                    factory_shared.clone(),
+                    CallerSource::PerRequest,
+                    tools.clone(),
+                ))
+            },
+            Arc::new(NeverSessionManager::default()),
+            mcp_config,
+        );
+        mcp = mcp.route_service(&endpoint.path(), mcp_service);
+    }
+    let state = Arc::new(HttpState { shared, settings });
+    let mcp = mcp.layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route(METADATA_PATH, get(protected_resource_metadata))
         .route(
@@ -95,8 +108,8 @@ pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: CancellationT
         .with_state(state)
 }
 
-/// Serves the application on a bound listener until `shutdown` completes; then ends the MCP
-/// sessions and finishes the requests in flight.
+/// Serves the application on a bound listener until `shutdown` completes; then finishes the
+/// requests in flight.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -104,7 +117,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
-    let app = router(shared, settings, cancel.clone());
+    let app = router(shared, settings, &cancel);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -135,9 +148,9 @@ impl HttpState {
             self.metadata_url()
         );
         if let Some(description) = rejection {
-            let description = description.replace(['"', '\\'], "'");
             value.push_str(&format!(
-                r#", error="invalid_token", error_description="{description}""#
+                r#", error="invalid_token", error_description="{}""#,
+                challenge_text(description)
             ));
         }
         let error = match rejection {
@@ -159,37 +172,39 @@ impl HttpState {
         }
         response
     }
+}
 
-    fn session_owner(&self, session: &str) -> Option<TokenDigest> {
-        let sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sessions.get(session).map(|(digest, _)| *digest)
+impl Endpoint {
+    /// Every endpoint the launch settings allow: `/mcp`, `/mcp/readonly` when writes are on, and
+    /// `/mcp/x/{toolset}` (with `/readonly`) for each configured toolset.
+    pub fn all(settings: &Settings) -> Vec<Endpoint> {
+        let toolsets = std::iter::once(None).chain(settings.toolsets.iter().copied().map(Some));
+        toolsets
+            .flat_map(|toolset| [false, true].map(|read_only| Endpoint { toolset, read_only }))
+            .collect()
     }
 
-    fn bind_session(&self, session: String, digest: TokenDigest) {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if sessions.len() >= MAX_BOUND_SESSIONS
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, (_, bound_at))| *bound_at)
-                .map(|(session, _)| session.clone())
-        {
-            sessions.remove(&oldest);
+    /// Its path under the server: `/mcp`, `/mcp/readonly`, `/mcp/x/incidents`, ...
+    pub fn path(&self) -> String {
+        let mut path = MCP_PATH.to_owned();
+        if let Some(toolset) = self.toolset {
+            path.push_str("/x/");
+            path.push_str(toolset.name());
         }
-        sessions.insert(session, (digest, Instant::now()));
+        if self.read_only {
+            path.push_str("/readonly");
+        }
+        path
     }
 
-    fn forget_session(&self, session: &str) {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sessions.remove(session);
+    /// The launch settings narrowed to this endpoint (never widened).
+    pub fn narrow(&self, settings: &Settings) -> Settings {
+        let mut narrowed = settings.clone();
+        narrowed.read_only = settings.read_only || self.read_only;
+        if let Some(toolset) = self.toolset {
+            narrowed.toolsets.retain(|offered| *offered == toolset);
+        }
+        narrowed
     }
 }
 
@@ -256,7 +271,7 @@ async fn check_host_and_origin(
     next.run(request).await
 }
 
-/// Validates the bearer token with the API, binds sessions to it, and hands the caller to the
+/// Validates the bearer token of this very request with the API and hands the caller to the
 /// tools through the request's extensions.
 async fn authenticate(
     State(state): State<Arc<HttpState>>,
@@ -287,35 +302,8 @@ async fn authenticate(
             return error.into_response();
         }
     };
-    let session = request
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    if let Some(session) = &session
-        && let Some(owner) = state.session_owner(session)
-        && owner != digest
-    {
-        tracing::warn!(token = %digest.short(), "refused a session opened with another token");
-        return Error::SessionOfAnotherCaller.into_response();
-    }
-    let closing = request.method() == Method::DELETE;
     request.extensions_mut().insert(Caller { token, identity });
-    let response = next.run(request).await;
-    if let Some(opened) = response
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|value| value.to_str().ok())
-    {
-        state.bind_session(opened.to_owned(), digest);
-    }
-    if closing
-        && response.status().is_success()
-        && let Some(session) = &session
-    {
-        state.forget_session(session);
-    }
-    response
+    next.run(request).await
 }
 
 /// The bearer token of `Authorization`: none, one, or a malformed header.
@@ -336,6 +324,19 @@ fn bearer(headers: &HeaderMap) -> Result<Option<ApiToken>, &'static str> {
         .parse::<ApiToken>()
         .map(Some)
         .map_err(|_| "the bearer token is malformed")
+}
+
+/// `text` as RFC 6750 allows inside `error_description`: printable ASCII without `"` and `\\`.
+/// Anything else (accented letters, dashes, quotes) becomes `?` or `'`, so the header can always
+/// be built; a header value with non-ASCII text cannot, and the challenge used to be lost.
+fn challenge_text(text: &str) -> String {
+    text.chars()
+        .map(|character| match character {
+            '"' | '\\' => '\'',
+            ' ' | '!' | '#'..='~' => character,
+            _ => '?',
+        })
+        .collect()
 }
 
 /// Whether `authority` (`host` or `host:port`) matches an allowed entry (`host` matches any
@@ -396,6 +397,49 @@ mod tests {
         check("evil.example.com", false);
         check("localhost.evil.com", false);
         check("", false);
+    }
+
+    #[test]
+    fn challenges_survive_any_rejection_text() {
+        let check = |text: &str, expected: &str| {
+            let safe = challenge_text(text);
+            assert_eq!(safe, expected);
+            assert!(HeaderValue::from_str(&safe).is_ok(), "{safe}");
+        };
+        check("token expired", "token expired");
+        check("jeton refusé — expiré", "jeton refus? ? expir?");
+        check(r#"a "quoted" \ path"#, "a 'quoted' ' path");
+        check("line\nbreak\ttab", "line?break?tab");
+    }
+
+    #[test]
+    fn endpoints_only_narrow_the_launch_settings() {
+        let settings = crate::tools::all_tools_settings();
+        let paths: Vec<String> = Endpoint::all(&settings)
+            .iter()
+            .map(Endpoint::path)
+            .collect();
+        assert!(paths.contains(&"/mcp".to_owned()));
+        assert!(paths.contains(&"/mcp/readonly".to_owned()));
+        assert!(paths.contains(&"/mcp/x/incidents/readonly".to_owned()));
+        let mut narrow = settings.clone();
+        narrow.read_only = true;
+        narrow.toolsets = vec![Toolset::Alerts];
+        let endpoints = Endpoint::all(&narrow);
+        assert_eq!(endpoints.len(), 4);
+        for endpoint in endpoints {
+            let narrowed = endpoint.narrow(&narrow);
+            assert!(narrowed.read_only, "{}", endpoint.path());
+            assert_eq!(narrowed.toolsets, vec![Toolset::Alerts]);
+        }
+        let incidents = Endpoint {
+            toolset: Some(Toolset::Incidents),
+            read_only: false,
+        };
+        assert!(
+            incidents.narrow(&narrow).toolsets.is_empty(),
+            "never widened"
+        );
     }
 
     #[test]

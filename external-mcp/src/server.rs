@@ -1,11 +1,12 @@
 //! The MCP server handler: which tools a caller sees, and the routing of tools, resources,
 //! prompts and completions to the modules that implement them.
 //!
-//! One [`ExternalServer`] serves one MCP session. Its tool router is built from the configuration
-//! (toolsets, `--read-only`); the caller's token then narrows it per request: without the `write`
-//! scope the write tools are absent from `tools/list` and refused by `tools/call`. Over stdio the
-//! caller is the configured token; over HTTP it is the token of the request being served, never a
-//! value kept in the session, so two users' requests never share credentials.
+//! One [`ExternalServer`] serves one stdio session, or one HTTP request (the HTTP transport keeps
+//! no sessions). Its tool router is built from the configuration (toolsets, `--read-only`),
+//! narrowed further by the HTTP endpoint; the caller's token then narrows it per request: without
+//! the `write` scope the write tools are absent from `tools/list` and refused by `tools/call`.
+//! Over stdio the caller is the configured token; over HTTP it is the token of the request being
+//! served, so two users' requests never share credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use crate::api::ApiClient;
 use crate::bounded::Progress;
 use crate::config::Settings;
-use crate::credentials::{Caller, Identity, IdentityCache, StdioCredentials};
+use crate::credentials::{Caller, Identity, IdentityCache, StdioCredentials, TokenDigest};
 use crate::error::Error;
 use crate::links::Links;
 use crate::tools::{self, ToolCall, ToolFailure};
@@ -36,7 +37,7 @@ pub const IDENTITY_TIME_TO_LIVE: Duration = Duration::from_secs(60);
 /// How long tools/list waits to learn the caller's scopes before listing without them.
 pub const LIST_TOOLS_IDENTITY_WAIT: Duration = Duration::from_secs(3);
 
-/// What every session of one process shares: settings, the API client and the token cache.
+/// What every server value of one process shares: settings, the API client and the token cache.
 #[derive(Debug)]
 pub struct Shared {
     pub settings: Settings,
@@ -54,7 +55,7 @@ pub enum CallerSource {
     PerRequest,
 }
 
-/// The MCP server of one session.
+/// The MCP server of one stdio session or one HTTP request.
 #[derive(Debug, Clone)]
 pub struct ExternalServer {
     shared: Arc<Shared>,
@@ -62,6 +63,12 @@ pub struct ExternalServer {
     /// The tools the configuration offers; narrowed per caller by scope.
     tool_router: ToolRouter<Self>,
 }
+
+/// How hosts name this server to people.
+pub const SERVER_TITLE: &str = "Demo Monitoring";
+/// One line on what the server offers, shown by hosts beside the title.
+pub const SERVER_DESCRIPTION: &str = "Your monitoring data in your assistant: services and their health, metrics, \
+alerts, incidents and deployments, with the incident changes a responder makes.";
 
 const INSTRUCTIONS: &str = "Monitoring data of the user's organisation: services and their health, metrics, alerts, \
 incidents and deployments. Start with find_services (what is unhealthy?) or list_incidents; service_overview \
@@ -83,6 +90,15 @@ impl Shared {
 impl ExternalServer {
     pub fn new(shared: Arc<Shared>, source: CallerSource) -> Self {
         let tool_router = tools::router_for(&shared.settings);
+        Self::with_tools(shared, source, tool_router)
+    }
+
+    /// A server offering `tool_router` (the configuration's tools, or fewer: see `http`).
+    pub fn with_tools(
+        shared: Arc<Shared>,
+        source: CallerSource,
+        tool_router: ToolRouter<Self>,
+    ) -> Self {
         Self {
             shared,
             source,
@@ -115,25 +131,36 @@ impl ExternalServer {
         }
     }
 
-    /// Everything a tool body needs for the request of `context`.
+    /// Everything a tool body (or a resource or prompt) needs for the request of `context`.
     pub async fn begin(&self, context: &RequestContext<RoleServer>) -> Result<ToolCall, Error> {
         let caller = self.caller(context).await?;
-        Ok(ToolCall {
+        Ok(self.tool_call(caller, context))
+    }
+
+    /// What a tool body works with, for `caller` in the request of `context`.
+    pub fn tool_call(&self, caller: Caller, context: &RequestContext<RoleServer>) -> ToolCall {
+        ToolCall {
             api: self.shared.api.for_caller(caller.token, context.ct.clone()),
             identity: caller.identity,
             links: self.shared.links.clone(),
             progress: Progress::of(context),
-        })
+        }
     }
 
-    /// A failed tool call's result. A token the API rejected is forgotten, so a fixed (or
-    /// rotated) token is tried afresh on the next call.
-    pub fn failure(&self, action: &str, error: &Error) -> ToolFailure {
-        if matches!(error, Error::TokenRejected { .. })
-            && let CallerSource::Stdio(credentials) = &self.source
-            && let Ok(token) = credentials.current()
-        {
-            self.shared.identities.forget(&token.digest());
+    /// A failed tool call's result. A token the API rejected (`token`, or over stdio the
+    /// configured one) is forgotten, so a fixed or rotated token is tried afresh on the next call.
+    pub fn failure(&self, action: &str, token: Option<&TokenDigest>, error: &Error) -> ToolFailure {
+        if matches!(error, Error::TokenRejected { .. }) {
+            let digest = match (token, &self.source) {
+                (Some(digest), _) => Some(*digest),
+                (None, CallerSource::Stdio(credentials)) => {
+                    credentials.current().ok().map(|token| token.digest())
+                }
+                (None, CallerSource::PerRequest) => None,
+            };
+            if let Some(digest) = digest {
+                self.shared.identities.forget(&digest);
+            }
         }
         ToolFailure::new(action, error)
     }
@@ -160,10 +187,12 @@ impl ServerHandler for ExternalServer {
                 .enable_tools()
                 .build(),
         )
-        .with_server_info(Implementation::new(
-            "external-mcp",
-            env!("CARGO_PKG_VERSION"),
-        ))
+        .with_server_info(
+            Implementation::new("external-mcp", env!("CARGO_PKG_VERSION"))
+                .with_title(SERVER_TITLE)
+                .with_description(SERVER_DESCRIPTION)
+                .with_website_url(self.shared.settings.web_url.as_str()),
+        )
         .with_instructions(INSTRUCTIONS)
     }
 

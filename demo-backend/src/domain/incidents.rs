@@ -290,6 +290,20 @@ impl Tenant {
         })
     }
 
+    /// One incident by its per-organisation number (the 42 of INC-42), with its alerts and
+    /// timeline. One indexed lookup (`UNIQUE (organization_id, number)`), never a scan.
+    pub async fn incident_by_number(&self, number: i32) -> Result<IncidentDetail, DomainError> {
+        let id: Uuid = sqlx::query_scalar(
+            "SELECT id FROM incidents WHERE organization_id = $1 AND number = $2",
+        )
+        .bind(self.organization_id())
+        .bind(number)
+        .fetch_optional(&self.db)
+        .await?
+        .ok_or_else(|| DomainError::NotFound(format!("no incident INC-{number}")))?;
+        self.incident(id).await
+    }
+
     /// Opens an incident, linking services and alerts. With an idempotency key, a retry of the
     /// same request returns the incident the first one created.
     pub async fn create_incident(

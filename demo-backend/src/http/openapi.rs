@@ -271,6 +271,7 @@ fn routes() -> OpenApiRouter<AppState> {
             incidents::create_incident
         ))
         .routes(routes!(incidents::get_incident))
+        .routes(routes!(incidents::get_incident_by_number))
         .routes(routes!(incidents::acknowledge_incident))
         .routes(routes!(incidents::resolve_incident))
         .routes(routes!(incidents::add_note))

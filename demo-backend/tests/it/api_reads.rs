@@ -731,6 +731,18 @@ async fn unknown_ids_are_404_problems_and_malformed_ids_are_400_problems() {
         "not_found",
     )
     .await;
+    check(
+        "/api/v1/incidents/by-number/99999".into(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    check(
+        "/api/v1/incidents/by-number/INC-1".into(),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
     let bad_request = StatusCode::BAD_REQUEST;
     check(
         "/api/v1/services/not-a-uuid".into(),
@@ -1759,6 +1771,20 @@ async fn the_story_incident_has_its_service_linked_alerts_and_timeline_in_order(
         assert_eq!(incident[field], summary[field], "{field}");
     }
     assert_eq!(incident["reference"], format!("INC-{}", incident["number"]));
+    let number = incident["number"].as_i64().unwrap();
+    let by_number = app
+        .get_json(&format!("/api/v1/incidents/by-number/{number}"), &token)
+        .await;
+    assert_eq!(by_number, incident, "by number and by id answer alike");
+    // Numbers are per organisation: globex's incident with the same number is globex's own.
+    let globex = app
+        .get_json(
+            &format!("/api/v1/incidents/by-number/{number}"),
+            &seeded.token("globex", Role::Viewer),
+        )
+        .await;
+    assert_eq!(globex["number"], number);
+    assert_ne!(globex["id"], incident["id"]);
     assert_eq!(incident["status"], "resolved");
     assert_eq!(incident["severity"], "critical");
     assert_eq!(
@@ -2248,12 +2274,13 @@ fn collect_uuids(value: &Value, found: &mut Vec<Uuid>) {
 
 /// The route snapshot: every (method, path) the API documents. Changing a route means changing
 /// this list on purpose.
-const DOCUMENTED_ROUTES: [(&str, &str); 19] = [
+const DOCUMENTED_ROUTES: [(&str, &str); 20] = [
     ("GET", "/api/v1/alerts"),
     ("GET", "/api/v1/alerts/{alert_id}"),
     ("GET", "/api/v1/deployments"),
     ("GET", "/api/v1/incidents"),
     ("POST", "/api/v1/incidents"),
+    ("GET", "/api/v1/incidents/by-number/{number}"),
     ("GET", "/api/v1/incidents/{incident_id}"),
     ("POST", "/api/v1/incidents/{incident_id}/acknowledge"),
     ("POST", "/api/v1/incidents/{incident_id}/alerts"),

@@ -1,14 +1,14 @@
 //! The `alerts` toolset: alerts raised by monitors, filtered and paged.
 
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
+use super::run::Parameters;
 use super::{
-    AlertItem, AlertState, Json, Readable, Severity, ToolCall, ToolFailure, continuation,
+    AlertItem, AlertState, Json, Readable, Severity, ToolCall, ToolFailure, hint_line, list_hint,
     service_and_since,
 };
 use crate::bounded;
@@ -43,6 +43,7 @@ pub struct AlertList {
 #[tool_router(router = alerts_router, vis = "pub(crate)")]
 impl ExternalServer {
     #[tool(
+        title = "List alerts",
         description = "List alerts raised by monitors, newest first, filtered by service, state (firing/resolved), severity and start time. Use state=firing for what is alerting now.",
         annotations(
             read_only_hint = true,
@@ -53,18 +54,10 @@ impl ExternalServer {
     )]
     pub async fn list_alerts(
         &self,
-        Parameters(args): Parameters<ListAlertsArgs>,
+        arguments: Parameters<ListAlertsArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<AlertList>, ToolFailure> {
-        let action = "list alerts";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        list(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(arguments, context, "list alerts", list).await
     }
 }
 
@@ -98,6 +91,7 @@ pub async fn list(call: &ToolCall, args: ListAlertsArgs) -> Result<AlertList, Er
     } else {
         None
     };
+    let hint = list_hint(slice.next_cursor.as_deref(), hint);
     Ok(AlertList {
         alerts,
         truncated: slice.truncated,
@@ -121,11 +115,7 @@ impl Readable for AlertList {
             text.push('\n');
             text.push_str(&alert.line());
         }
-        text.push_str(&continuation(
-            self.truncated,
-            self.next_cursor.as_deref(),
-            self.hint.as_deref(),
-        ));
+        text.push_str(&hint_line(self.hint.as_deref()));
         text
     }
 }

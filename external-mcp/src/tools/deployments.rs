@@ -1,6 +1,5 @@
 //! The `deployments` toolset: recent releases of services, filtered and paged.
 
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
@@ -8,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
 use super::alerts::enum_text;
+use super::run::Parameters;
 use super::{
-    DeploymentItem, DeploymentStatus, Json, Readable, ToolCall, ToolFailure, continuation,
+    DeploymentItem, DeploymentStatus, Json, Readable, ToolCall, ToolFailure, hint_line, list_hint,
     service_and_since,
 };
 use crate::bounded;
@@ -43,6 +43,7 @@ pub struct DeploymentList {
 #[tool_router(router = deployments_router, vis = "pub(crate)")]
 impl ExternalServer {
     #[tool(
+        title = "List deployments",
         description = "List deployments, newest first, filtered by service, status (in_progress/succeeded/failed/rolled_back) and start time. Use to check whether a release preceded a problem.",
         annotations(
             read_only_hint = true,
@@ -53,18 +54,10 @@ impl ExternalServer {
     )]
     pub async fn list_deployments(
         &self,
-        Parameters(args): Parameters<ListDeploymentsArgs>,
+        arguments: Parameters<ListDeploymentsArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<DeploymentList>, ToolFailure> {
-        let action = "list deployments";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        list(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(arguments, context, "list deployments", list).await
     }
 }
 
@@ -94,6 +87,7 @@ pub async fn list(call: &ToolCall, args: ListDeploymentsArgs) -> Result<Deployme
     } else {
         None
     };
+    let hint = list_hint(slice.next_cursor.as_deref(), hint);
     Ok(DeploymentList {
         deployments,
         truncated: slice.truncated,
@@ -109,11 +103,7 @@ impl Readable for DeploymentList {
             text.push('\n');
             text.push_str(&deployment.line());
         }
-        text.push_str(&continuation(
-            self.truncated,
-            self.next_cursor.as_deref(),
-            self.hint.as_deref(),
-        ));
+        text.push_str(&hint_line(self.hint.as_deref()));
         text
     }
 }

@@ -5,7 +5,6 @@
 //! a retried request never opens two incidents or adds two notes. Acknowledging or resolving an
 //! incident that is already in that state is reported as "no change", not as a failure.
 
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
@@ -14,9 +13,11 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::alerts::enum_text;
+use super::run::Parameters;
 use super::{
     AlertBrief, AlertItem, IncidentItem, IncidentStatus, Json, Readable, Severity, TimelineItem,
-    ToolCall, ToolFailure, continuation, resolve_incident, resolve_service, service_and_since,
+    ToolCall, ToolFailure, hint_line, incident_detail, list_hint, resolve_incident,
+    resolve_service, service_and_since,
 };
 use crate::api::{self, NewIncident};
 use crate::bounded;
@@ -103,6 +104,7 @@ pub struct IncidentView {
     /// Oldest first; the most recent entries when cut.
     pub timeline: Vec<TimelineItem>,
     pub truncated: bool,
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -128,6 +130,7 @@ pub struct NoteAdded {
 #[tool_router(router = incidents_router, vis = "pub(crate)")]
 impl ExternalServer {
     #[tool(
+        title = "List incidents",
         description = "List incidents, newest first, filtered by status (open/acknowledged/resolved), severity, service and opening time.",
         annotations(
             read_only_hint = true,
@@ -138,21 +141,14 @@ impl ExternalServer {
     )]
     pub async fn list_incidents(
         &self,
-        Parameters(args): Parameters<ListIncidentsArgs>,
+        arguments: Parameters<ListIncidentsArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<IncidentList>, ToolFailure> {
-        let action = "list incidents";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        list(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(arguments, context, "list incidents", list).await
     }
 
     #[tool(
+        title = "Get incident",
         description = "One incident with its summary, affected services, linked alerts and timeline (notes, acknowledgement, resolution).",
         annotations(
             read_only_hint = true,
@@ -163,21 +159,20 @@ impl ExternalServer {
     )]
     pub async fn get_incident(
         &self,
-        Parameters(args): Parameters<IncidentArgs>,
+        arguments: Parameters<IncidentArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<IncidentView>, ToolFailure> {
-        let action = "get the incident";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        view(&call, &args.incident)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(
+            arguments,
+            context,
+            "get the incident",
+            async |call: &ToolCall, args: IncidentArgs| view(call, &args.incident).await,
+        )
+        .await
     }
 
     #[tool(
+        title = "Open incident",
         description = "Open a new incident as the token's user. Each call opens one incident: check list_incidents first to avoid a duplicate.",
         annotations(
             read_only_hint = false,
@@ -188,21 +183,15 @@ impl ExternalServer {
     )]
     pub async fn open_incident(
         &self,
-        Parameters(args): Parameters<OpenIncidentArgs>,
+        arguments: Parameters<OpenIncidentArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<IncidentChange>, ToolFailure> {
-        let action = "open the incident";
-        let call = self
-            .begin(&context)
+        self.run(arguments, context, "open the incident", open)
             .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        open(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
     }
 
     #[tool(
+        title = "Acknowledge incident",
         description = "Acknowledge an open incident: tells others someone is on it. Already acknowledged is no change.",
         annotations(
             read_only_hint = false,
@@ -213,21 +202,20 @@ impl ExternalServer {
     )]
     pub async fn acknowledge_incident(
         &self,
-        Parameters(args): Parameters<IncidentArgs>,
+        arguments: Parameters<IncidentArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<IncidentChange>, ToolFailure> {
-        let action = "acknowledge the incident";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        acknowledge(&call, &args.incident)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(
+            arguments,
+            context,
+            "acknowledge the incident",
+            async |call: &ToolCall, args: IncidentArgs| acknowledge(call, &args.incident).await,
+        )
+        .await
     }
 
     #[tool(
+        title = "Resolve incident",
         description = "Resolve an incident, with how it was resolved. Final: a resolved incident cannot be reopened. Confirm with the user first.",
         annotations(
             read_only_hint = false,
@@ -238,21 +226,15 @@ impl ExternalServer {
     )]
     pub async fn resolve_incident(
         &self,
-        Parameters(args): Parameters<ResolveArgs>,
+        arguments: Parameters<ResolveArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<IncidentChange>, ToolFailure> {
-        let action = "resolve the incident";
-        let call = self
-            .begin(&context)
+        self.run(arguments, context, "resolve the incident", resolve)
             .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        resolve(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
     }
 
     #[tool(
+        title = "Add incident note",
         description = "Add a note to an incident's timeline (findings, actions taken). Each call adds one note.",
         annotations(
             read_only_hint = false,
@@ -263,18 +245,10 @@ impl ExternalServer {
     )]
     pub async fn add_incident_note(
         &self,
-        Parameters(args): Parameters<NoteArgs>,
+        arguments: Parameters<NoteArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<NoteAdded>, ToolFailure> {
-        let action = "add the note";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        add_note(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(arguments, context, "add the note", add_note).await
     }
 }
 
@@ -308,6 +282,7 @@ pub async fn list(call: &ToolCall, args: ListIncidentsArgs) -> Result<IncidentLi
     } else {
         None
     };
+    let hint = list_hint(slice.next_cursor.as_deref(), hint);
     Ok(IncidentList {
         incidents,
         truncated: slice.truncated,
@@ -318,8 +293,7 @@ pub async fn list(call: &ToolCall, args: ListIncidentsArgs) -> Result<IncidentLi
 
 #[instrument(skip_all, fields(tool = "get_incident"))]
 pub async fn view(call: &ToolCall, reference: &str) -> Result<IncidentView, Error> {
-    let id = resolve_incident(call, reference).await?;
-    let detail = call.api.incident(id).await?;
+    let detail = incident_detail(call, reference).await?;
     Ok(incident_view(detail, call))
 }
 
@@ -345,6 +319,11 @@ pub fn incident_view(detail: api::IncidentDetail, call: &ToolCall) -> IncidentVi
             .map(TimelineItem::from_api)
             .collect(),
         truncated,
+        hint: truncated.then(|| {
+            format!(
+                "Only the latest {MAX_TIMELINE} timeline entries and first {MAX_ALERTS} alerts are shown; the web_url has all."
+            )
+        }),
         incident: IncidentItem::from_api(incident, &call.links),
     }
 }
@@ -494,11 +473,7 @@ impl Readable for IncidentList {
             text.push('\n');
             text.push_str(&incident.line());
         }
-        text.push_str(&continuation(
-            self.truncated,
-            self.next_cursor.as_deref(),
-            self.hint.as_deref(),
-        ));
+        text.push_str(&hint_line(self.hint.as_deref()));
         text
     }
 }
@@ -523,11 +498,7 @@ impl Readable for IncidentView {
             text.push('\n');
             text.push_str(&entry.line());
         }
-        if self.truncated {
-            text.push_str(&format!(
-                "\nOnly the latest {MAX_TIMELINE} timeline entries and first {MAX_ALERTS} alerts are shown; the web_url has all."
-            ));
-        }
+        text.push_str(&hint_line(self.hint.as_deref()));
         text
     }
 }

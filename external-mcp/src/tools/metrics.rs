@@ -4,13 +4,13 @@
 //! max, p95) and for about 60 averaged points, instead of fetching thousands of raw samples.
 
 use chrono::{DateTime, Duration, Utc};
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
+use super::run::Parameters;
 use super::{
     Json, Readable, ToolCall, ToolFailure, parse_duration, resolve_service, rounded, short_time,
 };
@@ -70,6 +70,7 @@ pub struct MetricPoint {
 #[tool_router(router = metrics_router, vis = "pub(crate)")]
 impl ExternalServer {
     #[tool(
+        title = "Metric summary",
         description = "A service's metric over a time window, summarised: min, avg, max, p95, latest, trend, the peak step and up to 60 averaged points. Use for 'how did latency look today?' or to see when a spike began.",
         annotations(
             read_only_hint = true,
@@ -80,18 +81,11 @@ impl ExternalServer {
     )]
     pub async fn metric_summary(
         &self,
-        Parameters(args): Parameters<MetricArgs>,
+        arguments: Parameters<MetricArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<MetricSummary>, ToolFailure> {
-        let action = "summarise the metric";
-        let call = self
-            .begin(&context)
+        self.run(arguments, context, "summarise the metric", summarise)
             .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        summarise(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
     }
 }
 

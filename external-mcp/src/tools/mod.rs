@@ -3,12 +3,14 @@
 //!
 //! Tools express intent ("how is checkout-api doing?"), not endpoints: they accept the names
 //! people use, combine API calls, and summarise. Each returns `structuredContent` matching its
-//! `outputSchema`, plus a short readable text of the same facts.
+//! `outputSchema`, plus a short readable text of the same facts. Every tool method is one call of
+//! [`run`]'s `ExternalServer::run`, the one path for arguments, setup and failures.
 
 pub mod alerts;
 pub mod deployments;
 pub mod incidents;
 pub mod metrics;
+pub mod run;
 pub mod services;
 
 use chrono::{DateTime, Duration, Utc};
@@ -300,15 +302,19 @@ fn compact_schema(schema: &mut serde_json::Value, output: bool) {
 
 /// Every tool this server has, whatever the configuration: for tests and documentation.
 pub fn all_tools() -> Vec<rmcp::model::Tool> {
+    router_for(&all_tools_settings()).list_all()
+}
+
+/// Settings that offer every tool (toward a placeholder API): for tests and documentation.
+pub fn all_tools_settings() -> Settings {
     let localhost = url::Url::parse("http://localhost/").expect("a literal URL parses");
-    let settings = Settings {
+    Settings {
         api_url: localhost.clone(),
         web_url: localhost,
         read_only: false,
         toolsets: Toolset::ALL.to_vec(),
         api: crate::config::ApiOptions::default(),
-    };
-    router_for(&settings).list_all()
+    }
 }
 
 pub fn is_write_tool(name: &str) -> bool {
@@ -432,55 +438,53 @@ pub async fn resolve_service(api: &CallerApi, reference: &str) -> Result<api::Se
     Err(Error::NotFound { detail })
 }
 
-/// Resolves `INC-42`, `#42`, `42` or an id to the incident's id. A number is looked up newest
-/// first, page by page, reporting progress.
+/// How a person or model names an incident: its id, or its number (`INC-42`, `#42`, `42`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentReference {
+    Id(Uuid),
+    Number(i32),
+}
+
+impl IncidentReference {
+    pub fn parse(reference: &str) -> Result<Self, Error> {
+        let reference = reference.trim();
+        if let Ok(id) = reference.parse::<Uuid>() {
+            return Ok(Self::Id(id));
+        }
+        let digits = reference
+            .trim_start_matches(['#'])
+            .trim_start_matches("INC-")
+            .trim_start_matches("inc-")
+            .trim_start_matches("Inc-");
+        match digits.parse::<i32>() {
+            Ok(number) if number > 0 => Ok(Self::Number(number)),
+            _ => Err(Error::InvalidInput(format!(
+                "`incident` must be a reference like INC-42, a number, or an incident id, not `{reference}`"
+            ))),
+        }
+    }
+}
+
+/// The incident `reference` names, with its alerts and timeline: one API call either way (the
+/// API looks numbers up by index, `GET /api/v1/incidents/by-number/{number}`).
+pub async fn incident_detail(
+    call: &ToolCall,
+    reference: &str,
+) -> Result<api::IncidentDetail, Error> {
+    match IncidentReference::parse(reference)? {
+        IncidentReference::Id(id) => call.api.incident(id).await,
+        IncidentReference::Number(number) => call.api.incident_by_number(number).await,
+    }
+}
+
+/// The id of the incident `reference` names (no API call for an id).
 pub async fn resolve_incident(call: &ToolCall, reference: &str) -> Result<Uuid, Error> {
-    let reference = reference.trim();
-    if let Ok(id) = reference.parse::<Uuid>() {
-        return Ok(id);
-    }
-    let digits = reference
-        .trim_start_matches(['#'])
-        .trim_start_matches("INC-")
-        .trim_start_matches("inc-")
-        .trim_start_matches("Inc-");
-    let number: i64 = digits.parse().map_err(|_| {
-        Error::InvalidInput(format!(
-            "`incident` must be a reference like INC-42, a number, or an incident id, not `{reference}`"
-        ))
-    })?;
-    const MAX_PAGES: u32 = 25;
-    let mut cursor: Option<String> = None;
-    for page_number in 1..=MAX_PAGES {
-        let page = call
-            .api
-            .incidents(&ListQuery::new().page(200, cursor.as_deref()))
-            .await?;
-        if let Some(found) = page.items.iter().find(|incident| incident.number == number) {
-            return Ok(found.id);
-        }
-        // Newest first, and numbers grow with time: once below the number, it does not exist.
-        let passed = page.items.iter().all(|incident| incident.number < number);
-        match page.next_cursor {
-            Some(next) if !passed => {
-                call.progress
-                    .report(
-                        page_number,
-                        None,
-                        format!(
-                            "looking for INC-{number}: read {} incidents",
-                            page_number * 200
-                        ),
-                    )
-                    .await;
-                cursor = Some(next);
-            }
-            _ => break,
+    match IncidentReference::parse(reference)? {
+        IncidentReference::Id(id) => Ok(id),
+        IncidentReference::Number(number) => {
+            Ok(call.api.incident_by_number(number).await?.incident.id)
         }
     }
-    Err(Error::NotFound {
-        detail: format!("no incident INC-{number} in your organisation"),
-    })
 }
 
 /// A number rounded to `digits` decimals, for results that are read, not computed with.
@@ -697,19 +701,21 @@ pub fn short_time(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%MZ").to_string()
 }
 
-/// The closing lines of a list's text: how to continue or narrow.
-pub fn continuation(truncated: bool, next_cursor: Option<&str>, hint: Option<&str>) -> String {
-    let mut text = String::new();
-    if truncated && next_cursor.is_some() {
-        text.push_str(
-            "\nMore results: call again with the same arguments and `cursor` = next_cursor.",
-        );
+/// A list's `hint` as `structuredContent` carries it (some hosts hand the model nothing else):
+/// how to continue when the list goes on, then how to narrow the question.
+pub fn list_hint(next_cursor: Option<&str>, narrowing: Option<String>) -> Option<String> {
+    let more = next_cursor.map(|_| {
+        "More results: call again with the same arguments and `cursor` = next_cursor.".to_owned()
+    });
+    match (more, narrowing) {
+        (Some(more), Some(narrowing)) => Some(format!("{more} {narrowing}")),
+        (more, narrowing) => more.or(narrowing),
     }
-    if let Some(hint) = hint {
-        text.push('\n');
-        text.push_str(hint);
-    }
-    text
+}
+
+/// The closing line of a result's text: its hint, when it has one.
+pub fn hint_line(hint: Option<&str>) -> String {
+    hint.map_or_else(String::new, |hint| format!("\n{hint}"))
 }
 
 #[cfg(test)]
@@ -736,6 +742,23 @@ mod tests {
         check("99999999999999h", None);
         let absolute = parse_since("2026-01-05T12:00:00Z", "since").unwrap();
         assert_eq!(absolute.to_rfc3339(), "2026-01-05T12:00:00+00:00");
+    }
+
+    #[test]
+    fn incident_references_parse_or_are_refused() {
+        let check = |text: &str, expected: Option<IncidentReference>| {
+            assert_eq!(IncidentReference::parse(text).ok(), expected, "{text}");
+        };
+        check("INC-42", Some(IncidentReference::Number(42)));
+        check(" inc-7 ", Some(IncidentReference::Number(7)));
+        check("#3", Some(IncidentReference::Number(3)));
+        check("12", Some(IncidentReference::Number(12)));
+        let id = Uuid::nil();
+        check(&id.to_string(), Some(IncidentReference::Id(id)));
+        check("INC-0", None);
+        check("INC--1", None);
+        check("INC-99999999999", None);
+        check("yesterday's", None);
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! The `services` toolset: find services with their health, and one service's overview.
 
 use chrono::{DateTime, Utc};
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
+use super::run::Parameters;
 use super::{
     AlertBrief, AlertItem, DeploymentBrief, DeploymentItem, Health, IncidentBrief, IncidentItem,
-    Json, Readable, Tier, ToolCall, ToolFailure, continuation, resolve_service, rounded,
+    Json, Readable, Tier, ToolCall, ToolFailure, hint_line, list_hint, resolve_service, rounded,
     short_time,
 };
 use crate::api::{self, ListQuery};
@@ -97,6 +97,7 @@ pub struct ServiceOverview {
     pub recent_deployments: Vec<DeploymentBrief>,
     /// True when a list above was cut (see list_alerts, list_incidents).
     pub truncated: bool,
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -117,6 +118,7 @@ pub struct LatestMetric {
 #[tool_router(router = services_router, vis = "pub(crate)")]
 impl ExternalServer {
     #[tool(
+        title = "Find services",
         description = "Find services in the catalog with their health now (critical/degraded/healthy), firing alerts, open incidents, error %, p95 latency and traffic. Unhealthy first. Use for 'what is broken?' or to get a service's exact name.",
         annotations(
             read_only_hint = true,
@@ -127,21 +129,14 @@ impl ExternalServer {
     )]
     pub async fn find_services(
         &self,
-        Parameters(args): Parameters<FindServicesArgs>,
+        arguments: Parameters<FindServicesArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<ServiceList>, ToolFailure> {
-        let action = "find services";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        find(&call, args)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(arguments, context, "find services", find).await
     }
 
     #[tool(
+        title = "Service overview",
         description = "Everything about one service now: health, latest metrics, firing alerts, open incidents, the last 5 deployments, owner and runbook links.",
         annotations(
             read_only_hint = true,
@@ -152,18 +147,16 @@ impl ExternalServer {
     )]
     pub async fn service_overview(
         &self,
-        Parameters(args): Parameters<ServiceArgs>,
+        arguments: Parameters<ServiceArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<ServiceOverview>, ToolFailure> {
-        let action = "get the service overview";
-        let call = self
-            .begin(&context)
-            .await
-            .map_err(|error| ToolFailure::new(action, &error))?;
-        overview(&call, &args.service)
-            .await
-            .map(Json)
-            .map_err(|error| self.failure(action, &error))
+        self.run(
+            arguments,
+            context,
+            "get the service overview",
+            async |call: &ToolCall, args: ServiceArgs| overview(call, &args.service).await,
+        )
+        .await
     }
 }
 
@@ -217,6 +210,7 @@ pub async fn find(call: &ToolCall, args: FindServicesArgs) -> Result<ServiceList
     } else {
         None
     };
+    let hint = list_hint(slice.next_cursor.as_deref(), hint);
     Ok(ServiceList {
         services: slice.items,
         matched,
@@ -343,6 +337,12 @@ pub async fn overview(call: &ToolCall, reference: &str) -> Result<ServiceOvervie
             })
             .collect(),
         truncated,
+        hint: truncated.then(|| {
+            format!(
+                "Some lists were cut at {LISTED}; list_alerts and list_incidents with service={} show all.",
+                service.name
+            )
+        }),
         service: summary(service, call),
     })
 }
@@ -417,11 +417,7 @@ impl Readable for ServiceList {
             text.push('\n');
             text.push_str(&service.line());
         }
-        text.push_str(&continuation(
-            self.truncated,
-            self.next_cursor.as_deref(),
-            self.hint.as_deref(),
-        ));
+        text.push_str(&hint_line(self.hint.as_deref()));
         text
     }
 }
@@ -479,9 +475,7 @@ impl Readable for ServiceOverview {
         if let Some(as_of) = self.health_as_of {
             text.push_str(&format!("\nHealth as of {}.", short_time(as_of)));
         }
-        if self.truncated {
-            text.push_str("\nSome lists were cut at 10; list_alerts and list_incidents with this service show all.");
-        }
+        text.push_str(&hint_line(self.hint.as_deref()));
         text
     }
 }

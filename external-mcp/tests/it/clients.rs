@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use external_mcp::config::{ApiOptions, HttpSettings, Settings, TokenSource, Toolset};
+use external_mcp::tools::all_tools;
 use external_mcp::{Shared, http, stdio};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
@@ -90,6 +91,11 @@ pub async fn as_user(backend: &Backend, organization: &str, role: &str) -> Clien
 
 /// The HTTP transport on a free port; returns its base URL. Stops when the test's runtime ends.
 pub async fn http_server(api_url: &str) -> String {
+    http_server_with(settings(api_url)).await
+}
+
+/// The HTTP transport with these launch settings on a free port; returns its base URL.
+pub async fn http_server_with(launch: Settings) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -100,7 +106,7 @@ pub async fn http_server(api_url: &str) -> String {
         public_url: Url::parse(&base).expect("public URL"),
         allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
     };
-    let shared = Shared::new(settings(api_url)).expect("shared state");
+    let shared = Shared::new(launch).expect("shared state");
     tokio::spawn(http::serve(
         listener,
         shared,
@@ -110,10 +116,15 @@ pub async fn http_server(api_url: &str) -> String {
     base
 }
 
-/// A Streamable HTTP client presenting `token`.
+/// A Streamable HTTP client presenting `token` to `/mcp`.
 pub async fn http_client(base: &str, token: &str) -> Client {
-    let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
-        .auth_header(token.to_owned());
+    http_client_at(&format!("{base}/mcp"), token).await
+}
+
+/// A Streamable HTTP client presenting `token` to the MCP endpoint at `url`.
+pub async fn http_client_at(url: &str, token: &str) -> Client {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned());
     ().serve(StreamableHttpClientTransport::from_config(config))
         .await
         .expect("the HTTP client connects")
@@ -158,9 +169,32 @@ pub fn ok(result: &CallToolResult) -> Value {
         .expect("structuredContent")
 }
 
-/// Calls and returns the structured content, failing on any error.
+/// Calls and returns the structured content, failing on any error or on structured content that
+/// does not match the tool's `outputSchema`.
 pub async fn ok_call<H: ClientHandler>(client: &Client<H>, tool: &str, arguments: Value) -> Value {
-    ok(&call(client, tool, arguments).await)
+    let structured = ok(&call(client, tool, arguments).await);
+    assert_conforms(tool, &structured);
+    structured
+}
+
+/// Fails unless `structured` matches the `outputSchema` that `tool` advertises.
+pub fn assert_conforms(tool: &str, structured: &Value) {
+    let definition = all_tools()
+        .into_iter()
+        .find(|definition| definition.name == tool)
+        .unwrap_or_else(|| panic!("no tool {tool}"));
+    let schema = Value::Object(
+        definition
+            .output_schema
+            .unwrap_or_else(|| panic!("{tool} has no outputSchema"))
+            .as_ref()
+            .clone(),
+    );
+    let violations = crate::schema::violations(&schema, structured);
+    assert!(
+        violations.is_empty(),
+        "{tool}'s structuredContent breaks its outputSchema: {violations:#?}"
+    );
 }
 
 /// Asserts a tool error whose text contains every one of `expected`; returns the text.

@@ -9,5 +9,7 @@ mod definitions;
 mod failures;
 mod http;
 mod in_process;
+mod protocol;
+mod schema;
 mod stdio;
 mod writes;

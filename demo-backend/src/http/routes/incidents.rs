@@ -71,6 +71,17 @@ pub async fn get_incident(
     Ok(Json(tenant.incident(incident_id).await?))
 }
 
+/// One incident by its number (42 for INC-42), as `GET /api/v1/incidents/{incident_id}` returns it.
+#[utoipa::path(get, path = "/api/v1/incidents/by-number/{number}", tag = "incidents",
+    params(("number" = i32, Path, description = "The incident's number in its organisation, e.g. 42 for INC-42")),
+    responses((status = 200, body = IncidentDetail), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_incident_by_number(
+    Reader(tenant): Reader,
+    Path(number): Path<i32>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    Ok(Json(tenant.incident_by_number(number).await?))
+}
+
 /// Opens an incident. Send an `Idempotency-Key` header (e.g. a UUID) to make retries safe: a
 /// retry with the same key and body returns the same incident with `Idempotent-Replayed: true`.
 #[utoipa::path(post, path = "/api/v1/incidents", tag = "incidents",

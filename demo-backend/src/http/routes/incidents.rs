@@ -74,7 +74,7 @@ pub async fn get_incident(
 /// One incident by its number (42 for INC-42), as `GET /api/v1/incidents/{incident_id}` returns it.
 #[utoipa::path(get, path = "/api/v1/incidents/by-number/{number}", tag = "incidents",
     params(("number" = i32, Path, description = "The incident's number in its organisation, e.g. 42 for INC-42")),
-    responses((status = 200, body = IncidentDetail), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = IncidentDetail)))]
 pub async fn get_incident_by_number(
     Reader(tenant): Reader,
     Path(number): Path<i32>,

@@ -17,11 +17,11 @@ async fn an_operator_can_seed_create_a_token_and_query_the_served_api() {
 
     run(&backend, &["migrate"], &env).await.unwrap();
     let seeded = run(&backend, &["seed", "--days", "1"], &env).await.unwrap();
-    // One line per seeded user: organisation, email, role, token.
+    // One line per seeded user: organisation, email, role, token, password.
     let acme_user = seeded
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .find(|columns| columns.first() == Some(&"acme") && columns.len() == 4)
+        .find(|columns| columns.first() == Some(&"acme") && columns.len() == 5)
         .unwrap_or_else(|| panic!("the seed prints each user's token: {seeded}"));
     assert!(acme_user[3].starts_with("dmo_"), "{seeded}");
 

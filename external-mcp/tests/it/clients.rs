@@ -99,6 +99,7 @@ pub async fn http_server(api_url: &str) -> String {
         listen: address,
         public_url: Url::parse(&base).expect("public URL"),
         allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        oauth: None,
     };
     let shared = Shared::new(settings(api_url)).expect("shared state");
     tokio::spawn(http::serve(

@@ -279,7 +279,7 @@ async fn authenticate(
         Ok(None) => return state.challenge(None),
         Err(problem) => return state.challenge(Some(problem)),
     };
-    let digest = token.digest();
+    let mut digest = token.digest();
     // An OAuth access token is validated for this resource and exchanged (see `oauth`): from
     // here on the tools only ever see the exchanged API token.
     let mut oauth_scopes = None;
@@ -336,6 +336,11 @@ async fn authenticate(
             return error.into_response();
         }
     };
+    if oauth_scopes.is_some() {
+        // OAuth tokens are replaced by refresh and step-up mid-session: bind the session to the
+        // user rather than to one of their tokens.
+        digest = oauth::session_owner(&identity);
+    }
     let session = request
         .headers()
         .get(SESSION_HEADER)

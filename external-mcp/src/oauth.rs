@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::credentials::{ApiToken, TokenDigest};
+use crate::credentials::{ApiToken, Identity, TokenDigest};
 use crate::error::Error;
 use crate::tools::WRITE_TOOLS;
 
@@ -363,6 +363,16 @@ pub fn insufficient_scope(metadata_url: &str) -> axum::response::Response {
             .insert(header::WWW_AUTHENTICATE, value);
     }
     response
+}
+
+/// What a session opened with an OAuth token is bound to: its user, since the user's client
+/// replaces the token on refresh and step-up.
+pub fn session_owner(identity: &Identity) -> TokenDigest {
+    let owner = format!(
+        "oauth-session-owner:{}/{}",
+        identity.organization_slug, identity.user_email
+    );
+    TokenDigest::of(&owner)
 }
 
 /// Whether `scopes` allow the write tools.

@@ -15,6 +15,9 @@ if command -v rustup >/dev/null; then
     done
 fi
 
+# The Python tools of the tests and the smoke run (the MCP Python SDK among them).
+ops/python-venv.sh >/dev/null
+
 # The harness needs Docker unless the tests are pointed at an existing server.
 if [[ -n "${DEMO_TEST_DATABASE_URL:-}" ]]; then
     log "tests use the PostgreSQL server in DEMO_TEST_DATABASE_URL"

@@ -1,4 +1,5 @@
-//! The `demo-backend` command line: serve the API, migrate, seed demo data, create tokens.
+//! The `demo-backend` command line: serve the API, migrate, seed demo data, create tokens, set
+//! passwords.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +11,10 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::domain::kinds::Scope;
+use crate::domain::passwords;
 use crate::domain::tokens::{self, NewToken};
 use crate::http::{self, AppState, RateLimit};
+use crate::oauth::OAuthSettings;
 use crate::seed::{self, SeedOptions};
 
 #[derive(Debug, Parser)]
@@ -39,6 +42,26 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage users' sign-in passwords.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Set a user's sign-in password, read from standard input (the first line, without its line
+    /// break), so it never shows in the process list or the shell's history.
+    SetPassword(SetPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+struct SetPasswordArgs {
+    /// The organisation's slug.
+    #[arg(long)]
+    org: String,
+    /// The user's email.
+    #[arg(long)]
+    user: String,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +75,13 @@ struct ServeArgs {
     /// Requests each API token may make in a burst.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit_burst: u32,
+    /// The URL people and clients reach this server at: the OAuth issuer, e.g.
+    /// https://monitoring.example.com (default: http://<listen>).
+    #[arg(long, env = "DEMO_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A JSON file of pre-registered confidential OAuth clients (see ARCHITECTURE.md).
+    #[arg(long, env = "DEMO_OAUTH_CLIENTS_FILE")]
+    oauth_clients_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +134,7 @@ impl Cli {
             Command::Migrate => migrate(&db).await,
             Command::Seed(args) => seed_database(&db, args).await,
             Command::Token(TokenCommand::Create(args)) => create_token(&db, args).await,
+            Command::User(UserCommand::SetPassword(args)) => set_password(&db, args).await,
         }
     }
 }
@@ -146,7 +177,17 @@ async fn serve(db: PgPool, args: ServeArgs) -> anyhow::Result<()> {
         per_minute: args.rate_limit_per_minute,
         burst: args.rate_limit_burst,
     };
-    http::serve(listener, AppState::new(db, rate_limit), shutdown_signal()).await?;
+    let issuer = match args.public_url {
+        Some(url) => url,
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    let mut oauth = OAuthSettings::new(&issuer)?;
+    if let Some(path) = &args.oauth_clients_file {
+        oauth = oauth.with_clients_file(path)?;
+    }
+    tracing::info!(issuer = %oauth.issuer, clients = oauth.clients.len(), "OAuth authorization server");
+    let state = AppState::new(db, rate_limit).with_oauth(oauth);
+    http::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -170,20 +211,43 @@ async fn seed_database(db: &PgPool, args: SeedArgs) -> anyhow::Result<()> {
         report.total_rows,
         report.total_rows as f64 / seconds.max(f64::EPSILON),
     );
-    println!("{:<10} {:<28} {:<10} token", "org", "user", "role");
+    // Columns: org, user, role, token, password (the password was added last, so scripts that
+    // read the token as the fourth column keep working).
+    println!(
+        "{:<10} {:<28} {:<10} {:<68} password",
+        "org", "user", "role", "token"
+    );
     for organization in &report.organizations {
         for user in &organization.users {
             let role = format!("{:?}", user.role).to_lowercase();
             println!(
-                "{:<10} {:<28} {:<10} {}",
+                "{:<10} {:<28} {:<10} {:<68} {}",
                 organization.slug,
                 user.email,
                 role,
-                user.token.expose()
+                user.token.expose(),
+                user.password.expose()
             );
         }
     }
     Ok(())
+}
+
+async fn set_password(db: &PgPool, args: SetPasswordArgs) -> anyhow::Result<()> {
+    migrate(db).await?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match passwords::set(db, &args.org, &args.user, password).await {
+        Ok(()) => {
+            eprintln!("password set for {} in {}", args.user, args.org);
+            Ok(())
+        }
+        Err(error) => bail!("cannot set the password: {error}"),
+    }
 }
 
 async fn create_token(db: &PgPool, args: TokenCreateArgs) -> anyhow::Result<()> {

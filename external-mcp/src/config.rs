@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::credentials::ApiToken;
+use crate::oauth::ClientCredentials;
 
 /// How the MCP host talks to this server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,6 +118,28 @@ pub struct Config {
     #[arg(long, env = "DEMO_WEB_URL")]
     pub web_url: Option<Url>,
 
+    /// This server's client id at the product's OAuth authorization server; with a secret, OAuth
+    /// access tokens issued for this server are accepted over HTTP (see README.md, "Auth").
+    #[arg(long, env = "DEMO_MCP_OAUTH_CLIENT_ID", requires = "oauth_secret")]
+    pub oauth_client_id: Option<String>,
+
+    /// The client secret that goes with --oauth-client-id.
+    #[arg(
+        long,
+        env = "DEMO_MCP_OAUTH_CLIENT_SECRET",
+        hide_env_values = true,
+        group = "oauth_secret"
+    )]
+    pub oauth_client_secret: Option<String>,
+
+    /// A file holding that client secret (read at start).
+    #[arg(
+        long,
+        env = "DEMO_MCP_OAUTH_CLIENT_SECRET_FILE",
+        group = "oauth_secret"
+    )]
+    pub oauth_client_secret_file: Option<PathBuf>,
+
     /// Seconds one API request may take before it is abandoned.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub api_timeout_seconds: u64,
@@ -168,6 +191,9 @@ pub struct HttpSettings {
     pub public_url: Url,
     /// Accepted `Host` values (a name, or name:port), also checked against `Origin`.
     pub allowed_hosts: Vec<String>,
+    /// This server's credentials at the product's authorization server; without them only
+    /// personal API tokens are accepted.
+    pub oauth: Option<ClientCredentials>,
 }
 
 /// Where the stdio transport's token comes from.
@@ -222,8 +248,43 @@ impl Config {
                 ..ApiOptions::default()
             },
         };
+        let oauth = match (
+            self.oauth_client_id,
+            self.oauth_client_secret,
+            self.oauth_client_secret_file,
+        ) {
+            (None, None, None) => None,
+            (Some(client_id), Some(client_secret), None) => Some(ClientCredentials {
+                client_id,
+                client_secret,
+            }),
+            (Some(client_id), None, Some(path)) => {
+                let secret = std::fs::read_to_string(&path).map_err(|error| {
+                    format!(
+                        "cannot read --oauth-client-secret-file {}: {error}",
+                        path.display()
+                    )
+                })?;
+                Some(ClientCredentials {
+                    client_id,
+                    client_secret: secret.trim().to_owned(),
+                })
+            }
+            _ => {
+                return Err("give --oauth-client-id together with one of --oauth-client-secret or --oauth-client-secret-file".into());
+            }
+        };
+        if oauth
+            .as_ref()
+            .is_some_and(|oauth| oauth.client_secret.is_empty() || oauth.client_id.is_empty())
+        {
+            return Err("the OAuth client id and secret must not be empty".into());
+        }
         match self.transport {
             Transport::Stdio => {
+                if oauth.is_some() {
+                    return Err("the OAuth client settings are for --transport http".into());
+                }
                 let token = match self.token_file {
                     Some(path) => TokenSource::File(path),
                     None => TokenSource::Fixed(self.token),
@@ -257,6 +318,7 @@ impl Config {
                         listen: self.listen,
                         public_url,
                         allowed_hosts,
+                        oauth,
                     },
                 })
             }
@@ -306,6 +368,24 @@ mod tests {
         check(&["--transport", "http", "--token", "dmo_x"]);
         check(&["--token", "dmo_x", "--token-file", "/tmp/x"]);
         check(&["--transport", "http", "--allowed-hosts", ""]);
+        check(&["--transport", "http", "--oauth-client-id", "external-mcp"]);
+        check(&["--transport", "http", "--oauth-client-secret", "x"]);
+        check(&[
+            "--oauth-client-id",
+            "external-mcp",
+            "--oauth-client-secret",
+            "x",
+        ]);
+        check(&[
+            "--transport",
+            "http",
+            "--oauth-client-id",
+            "a",
+            "--oauth-client-secret",
+            "x",
+            "--oauth-client-secret-file",
+            "/tmp/x",
+        ]);
     }
 
     #[test]

@@ -108,6 +108,11 @@ impl std::fmt::Debug for ApiToken {
 }
 
 impl TokenDigest {
+    /// The SHA-256 digest of any text (a session owner that is not a token).
+    pub fn of(text: &str) -> Self {
+        Self(Sha256::digest(text.as_bytes()).into())
+    }
+
     /// A short, non-reversible label for logs: the first 8 hex digits of the digest.
     pub fn short(&self) -> String {
         self.0[..4]

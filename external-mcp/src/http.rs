@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::uri::Authority;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HttpSettings, Settings, Toolset};
 use crate::credentials::{ApiToken, Caller};
 use crate::error::Error;
+use crate::oauth::{self, Refusal, ResourceServer};
 use crate::server::{CallerSource, ExternalServer, Shared};
 
 /// Where the protected-resource metadata is served.
@@ -61,6 +62,8 @@ pub struct Endpoint {
 struct HttpState {
     shared: Arc<Shared>,
     settings: HttpSettings,
+    /// Validates and exchanges OAuth access tokens, when this server has client credentials.
+    oauth: Option<ResourceServer>,
 }
 
 /// The whole HTTP application: `/mcp` and its narrower endpoints, the protected-resource
@@ -91,7 +94,18 @@ pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: &Cancellation
         );
         mcp = mcp.route_service(&endpoint.path(), mcp_service);
     }
-    let state = Arc::new(HttpState { shared, settings });
+    let oauth = settings.oauth.clone().and_then(|credentials| {
+        let api_url = shared.api.api_url();
+        let resource = oauth::resource_of(&settings.public_url, MCP_PATH);
+        ResourceServer::new(credentials, &api_url, resource, &api_url)
+            .inspect_err(|error| tracing::error!(%error, "OAuth tokens will not be accepted"))
+            .ok()
+    });
+    let state = Arc::new(HttpState {
+        shared,
+        settings,
+        oauth,
+    });
     let mcp = mcp.layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route(METADATA_PATH, get(protected_resource_metadata))
@@ -284,6 +298,44 @@ async fn authenticate(
         Err(problem) => return state.challenge(Some(problem)),
     };
     let digest = token.digest();
+    // An OAuth access token is validated for this resource and exchanged (see `oauth`): from
+    // here on the tools only ever see the exchanged API token.
+    let mut oauth_scopes = None;
+    let token = if ResourceServer::is_oauth_token(&token) {
+        let Some(resource_server) = &state.oauth else {
+            return state.challenge(Some(
+                "this server accepts no OAuth tokens (no client credentials); use a personal API token",
+            ));
+        };
+        match resource_server.accept(&token).await {
+            Ok(caller) => {
+                oauth_scopes = Some(caller.scopes);
+                caller.api_token
+            }
+            Err(Refusal::InvalidToken(description)) => return state.challenge(Some(description)),
+            Err(Refusal::Unavailable(error)) => {
+                tracing::warn!(%error, "cannot validate an OAuth token");
+                return error.into_response();
+            }
+        }
+    } else {
+        token
+    };
+    // Step-up: a write tool called with a grant lacking `write` gets 403 insufficient_scope.
+    if oauth_scopes
+        .as_deref()
+        .is_some_and(|scopes| !oauth::can_write(scopes))
+        && request.method() == Method::POST
+    {
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, oauth::MAX_INSPECTED_BODY).await else {
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        };
+        if oauth::calls_a_write_tool(&body) {
+            return oauth::insufficient_scope(&state.metadata_url());
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(body));
+    }
     // Dropped with the request if the client goes away, so no cancellation token of its own.
     let never_cancelled = CancellationToken::new();
     let identity = match state

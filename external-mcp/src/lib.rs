@@ -4,7 +4,8 @@
 //! the database or depends on the demo-backend crate (see ARCHITECTURE.md): [`api`] is its own
 //! small typed client of the OpenAPI contract. Over stdio it serves the one user whose token it
 //! was given ([`credentials`]); over Streamable HTTP ([`http`]) every request brings its caller's
-//! token. [`server`] decides which tools a caller sees; [`tools`], [`resources`], [`prompts`] and
+//! token, or an OAuth access token issued for this server, which [`oauth`] validates and exchanges
+//! for an API token. [`server`] decides which tools a caller sees; [`tools`], [`resources`], [`prompts`] and
 //! [`completion`] implement them; [`bounded`] keeps every result small and pageable.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod links;
+pub mod oauth;
 pub mod prompts;
 pub mod resources;
 pub mod server;

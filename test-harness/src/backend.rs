@@ -13,13 +13,14 @@ use tokio::process::Child;
 /// The end of the seeded data: fixed, so the data (and the incident numbers) never change.
 pub const SEED_UNTIL: &str = "2026-01-05T12:00:00Z";
 
-/// One seeded user: organisation slug, e-mail, role and API token.
+/// One seeded user: organisation slug, e-mail, role, API token and sign-in password.
 #[derive(Debug, Clone)]
 pub struct SeededUser {
     pub organization: String,
     pub email: String,
     pub role: String,
     pub token: String,
+    pub password: String,
 }
 
 static USERS: OnceLock<Vec<SeededUser>> = OnceLock::new();
@@ -33,6 +34,19 @@ pub fn token(organization: &str, role: &str) -> String {
                 .iter()
                 .find(|user| user.organization == organization && user.role == role)
                 .map(|user| user.token.clone())
+        })
+        .unwrap_or_else(|| panic!("no seeded {role} in {organization}; start a Backend first"))
+}
+
+/// The sign-in password of that user.
+pub fn password(organization: &str, role: &str) -> String {
+    USERS
+        .get()
+        .and_then(|users| {
+            users
+                .iter()
+                .find(|user| user.organization == organization && user.role == role)
+                .map(|user| user.password.clone())
         })
         .unwrap_or_else(|| panic!("no seeded {role} in {organization}; start a Backend first"))
 }
@@ -106,12 +120,13 @@ async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
     let users: Vec<SeededUser> = printed
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|columns| columns.len() == 4 && columns[3].starts_with("dmo_"))
+        .filter(|columns| columns.len() == 5 && columns[3].starts_with("dmo_"))
         .map(|columns| SeededUser {
             organization: columns[0].to_owned(),
             email: columns[1].to_owned(),
             role: columns[2].to_owned(),
             token: columns[3].to_owned(),
+            password: columns[4].to_owned(),
         })
         .collect();
     anyhow::ensure!(!users.is_empty(), "the seed printed no tokens: {printed}");

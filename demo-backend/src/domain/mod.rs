@@ -13,6 +13,7 @@ pub mod kinds;
 pub mod metrics;
 pub mod monitors;
 pub mod page;
+pub mod passwords;
 pub mod services;
 pub mod tokens;
 

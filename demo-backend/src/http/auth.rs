@@ -55,12 +55,14 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "the Authorization header must be `Bearer <token>`",
             ))?;
-        let principal =
-            tokens::authenticate(&state.db, presented)
-                .await?
-                .ok_or(ApiError::Unauthorized(
-                    "the token is unknown, revoked or expired",
-                ))?;
+        let principal = if presented.starts_with(crate::oauth::ACCESS_TOKEN_PREFIX) {
+            oauth_principal(state, presented).await?
+        } else {
+            tokens::authenticate(&state.db, presented).await?
+        }
+        .ok_or(ApiError::Unauthorized(
+            "the token is unknown, revoked or expired",
+        ))?;
         if let Err(wait) = state.rate_limiter.check(principal.token_id) {
             return Err(ApiError::RateLimited {
                 retry_after_seconds: wait.as_secs() + 1,
@@ -71,6 +73,24 @@ impl FromRequestParts<AppState> for Caller {
             state: state.clone(),
         })
     }
+}
+
+/// The caller of an OAuth access token, which the API accepts only when it was issued for the API
+/// (its resource, RFC 8707): a token issued for external-mcp, or any other resource, is refused.
+async fn oauth_principal(state: &AppState, presented: &str) -> Result<Option<Principal>, ApiError> {
+    let Some(server) = state.oauth() else {
+        return Ok(None);
+    };
+    let Some(token) = crate::oauth::store::active_access_token(&state.db, presented).await? else {
+        return Ok(None);
+    };
+    if token.resource != server.settings.api_resource() {
+        tracing::warn!(resource = %token.resource, "refused an OAuth token issued for another resource");
+        return Err(ApiError::Unauthorized(
+            "this OAuth token was issued for another resource, not for this API",
+        ));
+    }
+    Ok(Some(token.principal()))
 }
 
 /// The caller's organisation, for handlers that only read: needs the `read` scope.

@@ -83,6 +83,9 @@ pub struct SeededUser {
     /// The user's API token in plain text, with the highest scopes the role allows. It is shown
     /// once: only its hash is stored.
     pub token: Secret,
+    /// The user's sign-in password in plain text, random like the token; only its Argon2id hash
+    /// is stored.
+    pub password: Secret,
 }
 
 impl SeedOptions {

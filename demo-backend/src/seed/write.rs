@@ -15,7 +15,7 @@ use crate::domain::kinds::{
     AlertState, Comparison, DeploymentStatus, IncidentStatus, Role, STANDARD_METRICS, Scope,
     Severity, Tier,
 };
-use crate::domain::tokens;
+use crate::domain::{Secret, passwords, tokens};
 
 /// Rows written so far, for the report.
 #[derive(Debug, Default)]
@@ -36,8 +36,8 @@ impl RowCounts {
 /// `metric_series.id` by service and metric name.
 pub(crate) type SeriesIds = HashMap<(Uuid, &'static str), i64>;
 
-/// Writes organisations, users and one API token per user; returns what the report shows,
-/// including each token's secret.
+/// Writes organisations, users, one password and one API token per user; returns what the report
+/// shows, including each token's and password's secret.
 pub(crate) async fn organizations_users_and_tokens(
     connection: &mut PgConnection,
     organizations: &[OrganizationPlan],
@@ -135,6 +135,41 @@ pub(crate) async fn organizations_users_and_tokens(
     .context("insert api tokens")?;
     counts.add(inserted.rows_affected());
 
+    // Passwords are random too, and hashed with Argon2id off the async runtime (it is slow on
+    // purpose).
+    let passwords: Vec<Secret> = users.iter().map(|_| passwords::generate()).collect();
+    let to_hash: Vec<Secret> = passwords.clone();
+    let password_hashes: Vec<String> = tokio::task::spawn_blocking(move || {
+        to_hash
+            .iter()
+            .map(|password| passwords::hash(password.expose()))
+            .collect()
+    })
+    .await
+    .context("hash passwords")?;
+    let inserted = sqlx::query(
+        "INSERT INTO user_passwords (organization_id, user_id, password_hash, updated_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])",
+    )
+    .bind(
+        users
+            .iter()
+            .map(|(organization_id, _)| *organization_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(users.iter().map(|(_, user)| user.id).collect::<Vec<_>>())
+    .bind(&password_hashes)
+    .bind(users.iter().map(|_| created_at).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await
+    .context("insert user passwords")?;
+    counts.add(inserted.rows_affected());
+    let mut passwords_by_user: HashMap<Uuid, Secret> = users
+        .iter()
+        .map(|(_, user)| user.id)
+        .zip(passwords)
+        .collect();
+
     let mut tokens_by_user: HashMap<Uuid, tokens::GeneratedToken> = users
         .iter()
         .map(|(_, user)| user.id)
@@ -156,6 +191,9 @@ pub(crate) async fn organizations_users_and_tokens(
                         .remove(&user.id)
                         .expect("every user got a token")
                         .secret,
+                    password: passwords_by_user
+                        .remove(&user.id)
+                        .expect("every user got a password"),
                 })
                 .collect(),
         })

@@ -3,5 +3,6 @@
 
 mod api_reads;
 mod api_writes;
+mod oauth;
 mod seed;
 mod support;

@@ -10,9 +10,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Every table the seed writes, in no particular order.
-const SEEDED_TABLES: [&str; 12] = [
+const SEEDED_TABLES: [&str; 13] = [
     "organizations",
     "users",
+    "user_passwords",
     "api_tokens",
     "services",
     "metric_series",
@@ -154,6 +155,7 @@ async fn seeding_an_empty_database_reports_what_it_wrote() {
     assert_eq!(report.total_rows, total as u64, "{counts:?}");
     assert_eq!(count_of("organizations"), 2);
     assert_eq!(count_of("api_tokens"), count_of("users"));
+    assert_eq!(count_of("user_passwords"), count_of("users"));
     assert_eq!(count_of("metric_series"), 40 * 5);
     for (table, rows) in &counts {
         assert!(*rows > 0, "{table} is empty");

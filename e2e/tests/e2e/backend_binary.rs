@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use demo_backend::domain::passwords;
 use test_harness::process::{binary, free_port, run, spawn, wait_until_ready};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn an_operator_can_seed_create_a_token_and_query_the_served_api() {
@@ -17,11 +19,11 @@ async fn an_operator_can_seed_create_a_token_and_query_the_served_api() {
 
     run(&backend, &["migrate"], &env).await.unwrap();
     let seeded = run(&backend, &["seed", "--days", "1"], &env).await.unwrap();
-    // One line per seeded user: organisation, email, role, token.
+    // One line per seeded user: organisation, email, role, token, password.
     let acme_user = seeded
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .find(|columns| columns.first() == Some(&"acme") && columns.len() == 4)
+        .find(|columns| columns.first() == Some(&"acme") && columns.len() == 5)
         .unwrap_or_else(|| panic!("the seed prints each user's token: {seeded}"));
     assert!(acme_user[3].starts_with("dmo_"), "{seeded}");
 
@@ -65,6 +67,59 @@ async fn an_operator_can_seed_create_a_token_and_query_the_served_api() {
         .unwrap();
     assert_eq!(me["organization"]["slug"], "acme", "{me}");
     assert_eq!(me["token"]["scopes"], serde_json::json!(["read"]), "{me}");
+
+    // The seeded password signs in; `user set-password` replaces it from stdin, never argv.
+    let pool = &database.pool;
+    let seeded_password = acme_user[4];
+    assert!(
+        passwords::verify(pool, "acme", acme_user[1], seeded_password)
+            .await
+            .unwrap()
+            .is_some(),
+        "the printed password is the user's"
+    );
+    let new_password = "a new password from stdin";
+    let mut child = tokio::process::Command::new(&backend)
+        .args([
+            "user",
+            "set-password",
+            "--org",
+            "acme",
+            "--user",
+            acme_user[1],
+        ])
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{new_password}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty(), "nothing on stdout");
+    assert!(
+        passwords::verify(pool, "acme", acme_user[1], new_password)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        passwords::verify(pool, "acme", acme_user[1], seeded_password)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

@@ -5,3 +5,4 @@ mod architecture;
 mod backend_binary;
 mod external_path;
 mod internal_path;
+mod oauth_python;

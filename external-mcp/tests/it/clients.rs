@@ -105,6 +105,7 @@ pub async fn http_server_with(launch: Settings) -> String {
         listen: address,
         public_url: Url::parse(&base).expect("public URL"),
         allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        oauth: None,
     };
     let shared = Shared::new(launch).expect("shared state");
     tokio::spawn(http::serve(

@@ -44,6 +44,14 @@ async def main() -> None:
         raise SystemExit("smoke: the REST API lists no services for a seeded user")
     print(f"smoke: REST API GET /api/v1/services: {len(services)} services")
 
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.get(f"{api}/.well-known/oauth-authorization-server")
+        response.raise_for_status()
+        metadata = response.json()
+    if metadata.get("issuer") != api or "S256" not in metadata.get("code_challenge_methods_supported", []):
+        raise SystemExit(f"smoke: the OAuth server's metadata is not what hosts need: {metadata}")
+    print(f"smoke: OAuth metadata: issuer {metadata['issuer']}, PKCE S256")
+
     listed = await call_tool(external, token, "find_services", {"limit": 50})
     names = {item["name"] for item in listed["services"]}
     if names != {service["name"] for service in services}:

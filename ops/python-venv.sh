@@ -1,31 +1,17 @@
 #!/usr/bin/env bash
-# The Python environment of the OAuth interoperability test: the official MCP SDK (`mcp` from PyPI,
-# whose OAuthClientProvider is the client under test) and httpx, in a venv under
-# ~/.cache/dual-mcp/ (or $DUAL_MCP_PYTHON_VENV). Idempotent: does nothing when the venv already
-# has the SDK. Prints the venv's python on its last line.
+# Makes the Python virtual environment of the tests and the smoke run (the packages in
+# ops/python-requirements.txt) and prints its folder. Reused while the requirements are unchanged.
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-venv="${DUAL_MCP_PYTHON_VENV:-$HOME/.cache/dual-mcp/python-venv}"
-python="${PYTHON:-python3}"
-
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import mcp.client.auth, httpx' 2>/dev/null; then
-    echo "$venv/bin/python"
-    exit 0
+venv="${DEMO_PYTHON_VENV:-$HOME/.cache/dual-mcp/venv}"
+requirements=ops/python-requirements.txt
+stamp="$venv/.requirements"
+if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$requirements" "$stamp"; then
+    command -v python3 >/dev/null || { echo "python-venv: error: python3 is needed (e.g. 'apt-get install python3 python3-venv')" >&2; exit 1; }
+    echo "python-venv: installing $(grep -cv '^#' "$requirements") package(s) into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
 fi
-
-command -v "$python" >/dev/null || { echo "python3 is needed for the OAuth interoperability test" >&2; exit 1; }
-if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
-    # Debian splits venv/ensurepip into its own package.
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        apt-get install -y python3-venv >&2
-    else
-        echo "python3's venv module is missing (Debian: apt-get install python3-venv)" >&2
-        exit 1
-    fi
-fi
-mkdir -p "$(dirname "$venv")"
-"$python" -m venv "$venv" >&2
-"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-"$venv/bin/python" -m pip install --quiet 'mcp>=1.23' httpx >&2
-"$venv/bin/python" -c 'import mcp.client.auth, httpx' >&2
-echo "$venv/bin/python"
+printf '%s\n' "$venv"

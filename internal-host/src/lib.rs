@@ -1,3 +1,18 @@
-//! internal-host: the product's own AI assistant, an MCP host with a web chat UI, an LLM loop and
-//! AgenticOps automation, talking to internal-mcp (see ARCHITECTURE.md). It arrives with its own
-//! issue; until then this crate holds no code.
+//! internal-host: the product's own AI assistant, an MCP host (see ARCHITECTURE.md).
+//!
+//! It reaches product data only through MCP servers, first of all internal-mcp over Streamable
+//! HTTP, with a short-lived credential minted per request for the signed-in user. Its own data
+//! (sessions, conversations, turns, the event log, approvals) lives in its own schema, owned by its
+//! own database role, which has no privilege on the product's tables.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod database;
+pub mod error;
+pub mod mcp;
+
+pub use app::{AppState, router, serve};
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,222 @@
+//! The host's MCP client of internal-mcp, over Streamable HTTP with rmcp.
+//!
+//! A [`McpConnector`] opens one [`McpSession`] per piece of work (a turn, a confirmation), with a
+//! freshly minted credential for the acting user and the turn's correlation id in an
+//! `X-Correlation-Id` header. Every request is bounded by a timeout; a call that times out or
+//! whose future is dropped (the Stop button) is cancelled, and rmcp then sends the server
+//! `notifications/cancelled`. Tool errors (`isError`) are results the model reads; transport
+//! failures are [`Error::McpTransport`], shown apart.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderName, HeaderValue};
+use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::config::McpLimits;
+use crate::credentials::{ActingUser, CredentialMinter};
+use crate::error::Error;
+
+/// The header that carries a turn's correlation id to the server.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// Opens sessions with one MCP server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct McpConnector {
+    /// The server's name, as tools are namespaced and traces show it.
+    pub server: String,
+    url: String,
+    minter: CredentialMinter,
+    limits: McpLimits,
+}
+
+/// An initialised connection, acting for one user.
+pub struct McpSession {
+    server: String,
+    service: RunningService<RoleClient, ()>,
+    limits: McpLimits,
+}
+
+/// A tool as the host describes it to the model and the policy.
+#[derive(Debug, Clone)]
+pub struct ToolDescription {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    /// Annotated read-only and not destructive: runs without asking the user.
+    pub read_only: bool,
+}
+
+/// What a tool call returned, capped for the model's context.
+#[derive(Debug, Clone)]
+pub struct ToolOutcome {
+    /// The server's `isError`: the tool refused or failed, and says why in `text`.
+    pub is_error: bool,
+    /// The text content, cut to the result cap.
+    pub text: String,
+    /// True when `text` was cut.
+    pub truncated: bool,
+    /// The full text's length in characters.
+    pub full_chars: usize,
+    pub structured: Option<Value>,
+    /// The result's `_meta`, where a server puts what the model must not read.
+    pub meta: Option<Value>,
+    pub duration: Duration,
+}
+
+impl McpConnector {
+    pub fn new(server: &str, url: &str, minter: CredentialMinter, limits: McpLimits) -> Self {
+        Self {
+            server: server.to_owned(),
+            url: url.to_owned(),
+            minter,
+            limits,
+        }
+    }
+
+    /// A session acting for `user`, tagged with `correlation_id`.
+    pub async fn connect(
+        &self,
+        user: &ActingUser,
+        correlation_id: Uuid,
+    ) -> Result<McpSession, Error> {
+        let credential = self.minter.mint(user, correlation_id)?;
+        let correlation = HeaderValue::from_str(&correlation_id.to_string())
+            .map_err(|error| self.transport_error(error))?;
+        let headers = HashMap::from([(HeaderName::from_static(CORRELATION_HEADER), correlation)]);
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
+                .auth_header(credential)
+                .custom_headers(headers),
+        );
+        let service = tokio::time::timeout(self.limits.call_timeout, ().serve(transport))
+            .await
+            .map_err(|_| self.transport_error("timed out while connecting"))?
+            .map_err(|error| self.transport_error(error))?;
+        Ok(McpSession {
+            server: self.server.clone(),
+            service,
+            limits: self.limits,
+        })
+    }
+
+    fn transport_error(&self, error: impl std::fmt::Display) -> Error {
+        Error::McpTransport {
+            server: self.server.clone(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl McpSession {
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Every tool the server offers this user.
+    pub async fn tools(&self) -> Result<Vec<ToolDescription>, Error> {
+        let tools = tokio::time::timeout(self.limits.call_timeout, self.service.list_all_tools())
+            .await
+            .map_err(|_| self.transport_error("timed out listing tools"))?
+            .map_err(|error| self.transport_error(error))?;
+        Ok(tools.iter().map(describe).collect())
+    }
+
+    /// Calls `tool`. Dropping the returned future cancels the call on the server.
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<ToolOutcome, Error> {
+        let started = Instant::now();
+        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let result =
+            tokio::time::timeout(self.limits.call_timeout, self.service.call_tool(request))
+                .await
+                .map_err(|_| {
+                    self.transport_error(format!(
+                        "{tool} took longer than {} s and was cancelled",
+                        self.limits.call_timeout.as_secs_f64()
+                    ))
+                })?
+                .map_err(|error| self.transport_error(error))?;
+        Ok(outcome(
+            &result,
+            self.limits.max_result_chars,
+            started.elapsed(),
+        ))
+    }
+
+    /// Closes the session.
+    pub async fn close(self) {
+        let _ = self.service.cancel().await;
+    }
+
+    fn transport_error(&self, error: impl std::fmt::Display) -> Error {
+        Error::McpTransport {
+            server: self.server.clone(),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn describe(tool: &Tool) -> ToolDescription {
+    let annotations = tool.annotations.as_ref();
+    let read_only = annotations.and_then(|a| a.read_only_hint) == Some(true)
+        && annotations.and_then(|a| a.destructive_hint) != Some(true);
+    ToolDescription {
+        name: tool.name.to_string(),
+        description: tool.description.as_deref().unwrap_or_default().to_owned(),
+        input_schema: Value::Object((*tool.input_schema).clone()),
+        read_only,
+    }
+}
+
+fn outcome(result: &CallToolResult, max_chars: usize, duration: Duration) -> ToolOutcome {
+    let full: String = result
+        .content
+        .iter()
+        .filter_map(|content| content.as_text().map(|text| text.text.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let full_chars = full.chars().count();
+    let (text, truncated) = cap_text(&full, max_chars);
+    ToolOutcome {
+        is_error: result.is_error == Some(true),
+        text,
+        truncated,
+        full_chars,
+        structured: result.structured_content.clone(),
+        meta: result
+            .meta
+            .as_ref()
+            .and_then(|meta| serde_json::to_value(meta).ok()),
+        duration,
+    }
+}
+
+/// `text` cut to `max_chars` characters (never inside a character), and whether it was cut.
+pub fn cap_text(text: &str, max_chars: usize) -> (String, bool) {
+    match text.char_indices().nth(max_chars) {
+        Some((byte, _)) => (text[..byte].to_owned(), true),
+        None => (text.to_owned(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_text;
+
+    #[test]
+    fn caps_count_characters_not_bytes() {
+        assert_eq!(cap_text("héllo", 2), ("hé".to_owned(), true));
+        assert_eq!(cap_text("héllo", 5), ("héllo".to_owned(), false));
+        assert_eq!(cap_text("", 0), (String::new(), false));
+    }
+}

@@ -84,11 +84,13 @@ pub async fn spawn_internal_mcp(database: &TestDatabase) -> (String, oneshot::Se
         .clone()
         .username("internal_mcp_reader")
         .password(READER_PASSWORD);
-    let config = internal_mcp::Config::new(
+    let mut config = internal_mcp::Config::new(
         database.connect_options.clone(),
         reader,
         internal_mcp::config::SigningKey::new(SIGNING_KEY.to_vec()).expect("a key"),
     );
+    // The harness's server holds every test's database: a shared test server.
+    config.allow_reader_in_other_databases = true;
     let state = internal_mcp::AppState::connect(config)
         .await
         .expect("internal-mcp starts");

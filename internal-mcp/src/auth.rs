@@ -240,9 +240,15 @@ impl CredentialVerifier {
 /// Signs a credential for `request` with `key`. Used by the `token` command and by tests; the
 /// product's assistant mints its own with the same claims.
 pub fn mint_credential(key: &SigningKey, request: &CredentialRequest) -> Result<String, Error> {
+    let claims = claims_for(request);
+    sign_claims(key, &claims)
+}
+
+/// The claims of a new credential for `request`, issued now, with a fresh `jti`.
+fn claims_for(request: &CredentialRequest) -> Claims {
     let issued_at = Utc::now().timestamp();
     let lifetime = i64::try_from(request.lifetime.as_secs()).unwrap_or(i64::MAX);
-    let claims = Claims {
+    Claims {
         iss: request.issuer.clone(),
         sub: request.user_id,
         aud: AUDIENCE.to_owned(),
@@ -252,8 +258,7 @@ pub fn mint_credential(key: &SigningKey, request: &CredentialRequest) -> Result<
         exp: issued_at.saturating_add(lifetime),
         jti: Uuid::new_v4().to_string(),
         once: request.single_use,
-    };
-    sign_claims(key, &claims)
+    }
 }
 
 /// Signs a credential for `request` with an Ed25519 private key (EdDSA, its `kid` in the header).
@@ -261,19 +266,7 @@ pub fn mint_ed25519_credential(
     key: &PrivateKey,
     request: &CredentialRequest,
 ) -> Result<String, Error> {
-    let issued_at = Utc::now().timestamp();
-    let lifetime = i64::try_from(request.lifetime.as_secs()).unwrap_or(i64::MAX);
-    let claims = Claims {
-        iss: request.issuer.clone(),
-        sub: request.user_id,
-        aud: AUDIENCE.to_owned(),
-        org: request.organization_id,
-        role: request.role,
-        iat: issued_at,
-        exp: issued_at.saturating_add(lifetime),
-        jti: Uuid::new_v4().to_string(),
-        once: request.single_use,
-    };
+    let claims = claims_for(request);
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(key.pkcs8_der()))

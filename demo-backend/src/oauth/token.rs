@@ -235,18 +235,7 @@ async fn refresh(
         ));
     }
     let granted = parse_scopes(&row.scopes);
-    let requested = match params.single("scope")? {
-        Some(scope) => {
-            let requested = parse_scope(Some(scope)).map_err(OAuthError::invalid_scope)?;
-            if requested.iter().any(|scope| !granted.contains(scope)) {
-                return Err(OAuthError::invalid_scope(
-                    "a refresh cannot add scopes to the grant",
-                ));
-            }
-            requested
-        }
-        None => granted,
-    };
+    let requested = narrowed_scopes(params, granted, "a refresh cannot add scopes to the grant")?;
     let ceiling = ceiling_for(row.role);
     let scopes: Vec<Scope> = requested
         .into_iter()
@@ -340,18 +329,11 @@ async fn exchange(
         ));
     }
     let held = subject.scopes();
-    let scopes = match params.single("scope")? {
-        Some(scope) => {
-            let requested = parse_scope(Some(scope)).map_err(OAuthError::invalid_scope)?;
-            if requested.iter().any(|scope| !held.contains(scope)) {
-                return Err(OAuthError::invalid_scope(
-                    "an exchanged token cannot hold more than the subject token",
-                ));
-            }
-            requested
-        }
-        None => held,
-    };
+    let scopes = narrowed_scopes(
+        params,
+        held,
+        "an exchanged token cannot hold more than the subject token",
+    )?;
     if scopes.is_empty() {
         return Err(OAuthError::invalid_request(
             "the subject token holds no scope",
@@ -448,6 +430,22 @@ fn single_resource(params: &Params) -> Result<Option<&str>, OAuthError> {
         [one] => Ok(Some(one)),
         _ => Err(OAuthError::invalid_target("ask for one resource at a time")),
     }
+}
+
+/// The `scope` a request asks for, which may only narrow `held`; `held` when it names none.
+fn narrowed_scopes(
+    params: &Params,
+    held: Vec<Scope>,
+    widening: &'static str,
+) -> Result<Vec<Scope>, OAuthError> {
+    let Some(scope) = params.single("scope")? else {
+        return Ok(held);
+    };
+    let requested = parse_scope(Some(scope)).map_err(OAuthError::invalid_scope)?;
+    if requested.iter().any(|scope| !held.contains(scope)) {
+        return Err(OAuthError::invalid_scope(widening));
+    }
+    Ok(requested)
 }
 
 fn parse_scopes(names: &[String]) -> Vec<Scope> {

@@ -19,6 +19,9 @@ pub enum Error {
     /// The host's own database work failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A bug or broken stored data in the host itself.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The host's own migrations failed.
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

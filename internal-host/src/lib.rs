@@ -11,6 +11,8 @@ pub mod config;
 pub mod credentials;
 pub mod database;
 pub mod error;
+pub mod events;
+pub mod llm;
 pub mod mcp;
 
 pub use app::{AppState, router, serve};

@@ -330,14 +330,17 @@ async fn hostile_queries_are_refused_and_change_nothing() {
         );
     }
     let peak = memory.peak_since_reset();
+    let growth = peak.saturating_sub(memory.baseline());
     eprintln!(
-        "attack corpus: {} inputs refused, 8 answered within bounds; peak resident memory of the test process (internal-mcp in process): {:.1} MB",
+        "attack corpus: {} inputs refused, 8 answered within bounds; resident memory of the test process (internal-mcp in process): {:.1} MB before, {:.1} MB at its peak",
         corpus.len() + hardening.len(),
+        memory.baseline() as f64 / 1_048_576.0,
         peak as f64 / 1_048_576.0
     );
+    // Unbounded, the two 30 MB values alone would be read, decoded and copied: well over 64 MB.
     assert!(
-        peak < 100 * 1024 * 1024,
-        "resident memory peaked at {peak} bytes"
+        growth < 64 * 1024 * 1024,
+        "resident memory grew by {growth} bytes during the corpus"
     );
 
     assert_eq!(
@@ -357,38 +360,4 @@ async fn hostile_queries_are_refused_and_change_nothing() {
     assert_eq!(organizations["rows"], json!([["acme"]]));
     // No file appeared either.
     assert!(!std::path::Path::new("/tmp/internal-mcp-pwned").exists());
-}
-
-#[tokio::test]
-async fn explain_select_is_held_to_the_same_rules() {
-    let app = TestApp::spawn().await;
-    let client = app.client(Endpoint::Sql, "acme", "sam").await;
-    for (sql, expected) in [
-        ("SELECT 1; DROP TABLE alerts", NOT_ONE_QUERY),
-        (
-            "WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d",
-            NOT_ALLOWED,
-        ),
-        ("DELETE FROM alerts", NOT_ALLOWED),
-        (
-            "SELECT 1) AS q UNION ALL SELECT repeat('x', 10) FROM (SELECT 1",
-            "syntax error",
-        ),
-    ] {
-        let message = failure(&call(&client, "explain_select", json!({ "sql": sql })).await);
-        assert!(message.contains(expected), "{sql}: {message}");
-    }
-    let plan = success(
-        &call(
-            &client,
-            "explain_select",
-            json!({"sql": "SELECT count(*) FROM metric_samples a CROSS JOIN metric_samples b"}),
-        )
-        .await,
-    );
-    assert_eq!(plan["within_limit"], false);
-    assert!(
-        plan["plan"].as_str().unwrap().contains("Nested Loop"),
-        "{plan}"
-    );
 }

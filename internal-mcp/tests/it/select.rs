@@ -228,3 +228,40 @@ async fn expensive_queries_are_refused_with_the_plans_top_line() {
     assert_eq!(explained["cost_limit"], 1000.0);
     assert_eq!(explained["cost"], "over_the_limit");
 }
+
+#[tokio::test]
+async fn explain_select_is_held_to_the_same_rules() {
+    let app = TestApp::spawn().await;
+    let client = app.client(Endpoint::Sql, "acme", "sam").await;
+    for (sql, expected) in [
+        (
+            "SELECT 1; DROP TABLE alerts",
+            "run_select takes exactly one query",
+        ),
+        (
+            "WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d",
+            "permission denied",
+        ),
+        ("DELETE FROM alerts", "permission denied"),
+        (
+            "SELECT 1) AS q UNION ALL SELECT repeat('x', 10) FROM (SELECT 1",
+            "syntax error",
+        ),
+    ] {
+        let message = failure(&call(&client, "explain_select", json!({ "sql": sql })).await);
+        assert!(message.contains(expected), "{sql}: {message}");
+    }
+    let plan = success(
+        &call(
+            &client,
+            "explain_select",
+            json!({"sql": "SELECT count(*) FROM metric_samples a CROSS JOIN metric_samples b"}),
+        )
+        .await,
+    );
+    assert_eq!(plan["within_limit"], false);
+    assert!(
+        plan["plan"].as_str().unwrap().contains("Nested Loop"),
+        "{plan}"
+    );
+}

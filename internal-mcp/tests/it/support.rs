@@ -369,30 +369,45 @@ pub async fn database_fingerprint(pool: &PgPool) -> Vec<(String, i64, i64)> {
 
 /// The resident memory of this process (internal-mcp runs in it), measured with the kernel's
 /// high-water mark, which [`ResidentMemory::reset_peak`] resets.
-pub struct ResidentMemory;
+pub struct ResidentMemory {
+    baseline: u64,
+}
 
 impl ResidentMemory {
-    /// Resets the kernel's peak (`VmHWM`) to the current resident size.
+    /// Resets the kernel's peak (`VmHWM`) to the current resident size, which it keeps as the
+    /// baseline.
     pub fn reset_peak() -> Self {
         std::fs::write("/proc/self/clear_refs", "5").expect("the kernel resets VmHWM");
-        Self
+        Self {
+            baseline: status_bytes("VmRSS:"),
+        }
+    }
+
+    /// The resident size in bytes when the peak was reset.
+    pub fn baseline(&self) -> u64 {
+        self.baseline
     }
 
     /// The peak resident size in bytes since the reset.
     pub fn peak_since_reset(&self) -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kilobytes| kilobytes * 1024)
-            .expect("VmHWM in /proc/self/status")
+        status_bytes("VmHWM:")
     }
+}
+
+/// A figure in kilobytes from `/proc/self/status`, in bytes.
+fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kilobytes| kilobytes * 1024)
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
 }

@@ -1,5 +1,5 @@
-//! The attack corpus, in a test process of its own: it asserts the process's peak resident memory,
-//! which other tests running beside it in one process would inflate.
+//! The attack corpus, alone in a test process of its own: it asserts how much the process's
+//! resident memory grows, which other tests running beside it in one process would inflate.
 
 #[path = "../it/attacks.rs"]
 mod attacks;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes a fresh machine ready to build and test: the Rust components the checks need, a reachable
-# Docker, and the PostgreSQL image (pulled, or built from Debian packages when no registry answers).
+# Makes a fresh machine ready to build and test: the Rust components the checks need, Chromium for
+# the browser tests, a reachable Docker, and the PostgreSQL image (pulled, or built from Debian
+# packages when no registry answers).
 # Safe to run again: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +18,13 @@ fi
 
 # The Python tools of the tests and the smoke run (the MCP Python SDK among them).
 ops/python-venv.sh >/dev/null
+
+# The browser tests drive a real headless Chromium through chromedriver (Debian's packages).
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    log "installing chromium and chromium-driver for the browser tests"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 
 # The harness needs Docker unless the tests are pointed at an existing server.
 if [[ -n "${DEMO_TEST_DATABASE_URL:-}" ]]; then

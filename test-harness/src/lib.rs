@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backend;
+pub mod browser;
 mod cleanup;
 pub mod process;
 mod server;

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod backend_binary;
+mod browser_sign_in;
 mod external_path;
 mod internal_path;
 mod oauth_python;

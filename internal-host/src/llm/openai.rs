@@ -300,6 +300,7 @@ struct ChatDecoder {
     calls: BTreeMap<u64, PartialCall>,
     last_index: Option<u64>,
     finish_reason: Option<String>,
+    usage: Option<Usage>,
 }
 
 impl ChatDecoder {
@@ -310,6 +311,7 @@ impl ChatDecoder {
             calls: BTreeMap::new(),
             last_index: None,
             finish_reason: None,
+            usage: None,
         }
     }
 
@@ -387,6 +389,9 @@ impl ChatDecoder {
                 JsonSchemaReply::Answer(_) => {}
             }
         }
+        if let Some(usage) = self.usage.take() {
+            output.push_back(StreamEvent::Usage(usage));
+        }
         output.push_back(StreamEvent::Finished(reason));
     }
 }
@@ -422,10 +427,11 @@ impl Decoder for ChatDecoder {
         }
         if let Some(usage) = chunk.get("usage").filter(|usage| usage.is_object()) {
             let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
-            output.push_back(StreamEvent::Usage(Usage {
+            // Handed over just before the finish, after the calls and the JSON-schema reply.
+            self.usage = Some(Usage {
                 input_tokens: count("prompt_tokens"),
                 output_tokens: count("completion_tokens"),
-            }));
+            });
         }
         let choice = chunk
             .get("choices")

@@ -48,8 +48,9 @@ pub struct LlmSettings {
     #[arg(long = "llm-api-key-file", env = "INTERNAL_HOST_LLM_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
     /// The key from INTERNAL_HOST_LLM_API_KEY, read when the command line is parsed.
+    /// Set with [`LlmSettings::with_api_key`].
     #[arg(skip = Secret::from_environment(API_KEY_ENV))]
-    api_key: Option<Secret>,
+    pub api_key: Option<Secret>,
     /// The model's context window in tokens [default: 8192, or 200000 for Anthropic].
     #[arg(long = "llm-context-window", env = "INTERNAL_HOST_LLM_CONTEXT_WINDOW")]
     pub context_window: Option<u32>,
@@ -91,7 +92,7 @@ pub struct LlmSettings {
 
 /// A secret as given, checked by [`LlmSettings::validate`]; never printed.
 #[derive(Clone)]
-struct Secret(String);
+pub struct Secret(String);
 
 impl LlmSettings {
     /// An OpenAI-compatible server at `base_url` (e.g. `http://127.0.0.1:8080/v1`), no key, the

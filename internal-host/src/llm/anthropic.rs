@@ -85,6 +85,12 @@ impl Provider for Anthropic {
     }
 
     fn stream(&self, request: Request) -> EventStream {
+        tracing::debug!(
+            model = %self.model.name,
+            messages = request.messages.len(),
+            tools = request.tools.len(),
+            "an Anthropic Messages call"
+        );
         let body = self.request_body(&request);
         let mut builder = self
             .client

@@ -111,6 +111,13 @@ impl Provider for OpenAiCompatible {
     }
 
     fn stream(&self, request: Request) -> EventStream {
+        tracing::debug!(
+            model = %self.model.name,
+            messages = request.messages.len(),
+            tools = request.tools.len(),
+            tool_mode = ?self.tool_mode,
+            "a Chat Completions call"
+        );
         let body = self.request_body(&request);
         let mut builder = self
             .client
@@ -597,6 +604,93 @@ mod tests {
             messages[3]["content"],
             "The result of run_select:\n1 row\n\nAnd?"
         );
+    }
+
+    /// Feeds `chunks` (the JSON of each `data:` line) to a native decoder.
+    fn decode(chunks: &[Value]) -> Vec<StreamEvent> {
+        let mut decoder = ChatDecoder::new(false);
+        let mut output = VecDeque::new();
+        for chunk in chunks {
+            let event = SseEvent {
+                event: "message".into(),
+                data: chunk.to_string(),
+            };
+            assert!(!decoder.on_event(event, &mut output).expect("reads"));
+        }
+        decoder.on_end(&mut output).expect("ends");
+        output.into()
+    }
+
+    fn call(id: &str, name: &str, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCall(ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        })
+    }
+
+    #[test]
+    fn calls_without_an_index_are_told_apart_by_their_ids() {
+        let delta =
+            |calls: Value| json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]});
+        let events = decode(&[
+            delta(json!([{"id": "a", "function": {"name": "one", "arguments": "{\"x\""}}])),
+            delta(json!([{"function": {"arguments": ":1}"}}])),
+            delta(json!([{"id": "b", "function": {"name": "two", "arguments": "{}"}}])),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ]);
+        assert_eq!(
+            events,
+            [
+                call("a", "one", r#"{"x":1}"#),
+                call("b", "two", "{}"),
+                StreamEvent::Finished(FinishReason::ToolCalls),
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_calls_with_object_arguments_and_repeated_names_are_read() {
+        // Ollama sends a call whole, its arguments as an object; some servers repeat the name.
+        let events = decode(&[
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "", "function": {"name": "one", "arguments": {"x": 1}}}
+            ]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 1, "id": null, "function": {"name": "two"}}
+            ]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 1, "function": {"name": "two", "arguments": "{}"}}
+            ]}}], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+        ]);
+        let [
+            StreamEvent::ToolCall(first),
+            StreamEvent::ToolCall(second),
+            usage,
+            finish,
+        ] = events.as_slice()
+        else {
+            panic!("two calls, usage and finish: {events:?}");
+        };
+        assert!(first.id.starts_with("call_") && second.id.starts_with("call_"));
+        assert_ne!(first.id, second.id);
+        assert_eq!(
+            (first.name.as_str(), first.arguments.as_str()),
+            ("one", r#"{"x":1}"#)
+        );
+        assert_eq!(
+            (second.name.as_str(), second.arguments.as_str()),
+            ("two", "{}")
+        );
+        assert_eq!(
+            usage,
+            &StreamEvent::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 2
+            })
+        );
+        assert_eq!(finish, &StreamEvent::Finished(FinishReason::ToolCalls));
     }
 
     #[test]

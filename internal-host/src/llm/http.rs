@@ -96,6 +96,7 @@ pub(crate) fn stream_reply<D: Decoder>(
     decoder: D,
 ) -> EventStream {
     let idle = timeouts.idle;
+    let secret_for_errors = secret.clone();
     let reply = async move {
         let response = match tokio::time::timeout(idle, request.send()).await {
             Err(_) => return Err(LlmError::Idle(idle.as_secs())),
@@ -125,7 +126,25 @@ pub(crate) fn stream_reply<D: Decoder>(
         reply: Box::pin(reply),
         decoder,
     };
-    Box::pin(futures_util::stream::unfold(state, next_event))
+    let stream = futures_util::stream::unfold(state, next_event);
+    match secret_for_errors {
+        None => Box::pin(stream),
+        // Whatever a server says mid-stream, it does not get to print the key either.
+        Some(key) => Box::pin(stream.map(move |item| item.map_err(|error| redact(error, &key)))),
+    }
+}
+
+fn redact(error: LlmError, key: &ApiKey) -> LlmError {
+    let clean = |text: String| text.replace(key.expose(), "[redacted]");
+    match error {
+        LlmError::Unreachable(message) => LlmError::Unreachable(clean(message)),
+        LlmError::Status { status, message } => LlmError::Status {
+            status,
+            message: clean(message),
+        },
+        LlmError::Protocol(message) => LlmError::Protocol(clean(message)),
+        LlmError::Idle(seconds) => LlmError::Idle(seconds),
+    }
 }
 
 type Events =

@@ -220,6 +220,9 @@ async fn error_statuses_carry_the_servers_message_and_never_the_key() {
         Reply::status(429, "Rate limit reached, slow down"),
         Reply::status(401, format!("Incorrect API key provided: {KEY}")),
         Reply::status(500, "x".repeat(5_000)),
+        Reply::raw(vec![format!(
+            "data: {{\"error\":{{\"message\":\"bad key {KEY}\"}}}}\n\n"
+        )]),
     ])
     .await;
     let provider = model.settings().with_api_key(KEY).build().expect("builds");
@@ -252,6 +255,14 @@ async fn error_statuses_carry_the_servers_message_and_never_the_key() {
         message.chars().count() <= 301,
         "cut short: {}",
         message.len()
+    );
+    let events = collect(provider.as_ref(), ask()).await;
+    assert_eq!(
+        events,
+        [Err(LlmError::Status {
+            status: 500,
+            message: "bad key [redacted]".into()
+        })]
     );
 
     for sent in model.requests() {

@@ -277,6 +277,7 @@ impl Decoder for MessagesDecoder {
                 };
                 match block_type {
                     Some("tool_use") => {
+                        http::check_assembled(self.tool_uses.len() + 1, 0)?;
                         self.tool_uses.insert(
                             index,
                             PartialToolUse {
@@ -321,6 +322,12 @@ impl Decoder for MessagesDecoder {
                         tool_use
                             .input
                             .push_str(piece("partial_json").unwrap_or_default());
+                        let assembled = self
+                            .tool_uses
+                            .values()
+                            .map(|tool_use| tool_use.input.len())
+                            .sum();
+                        http::check_assembled(self.tool_uses.len(), assembled)?;
                     }
                     _ => {}
                 }

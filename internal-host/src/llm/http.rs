@@ -12,6 +12,11 @@ use futures_util::StreamExt;
 use super::sse::{self, SseEvent};
 use super::{EventStream, LlmError, StreamEvent};
 
+/// The most bytes of tool-call arguments (and of a JSON-schema reply) one reply may assemble.
+pub(crate) const MAX_ASSEMBLED_BYTES: usize = 4 * 1024 * 1024;
+/// The most tool calls one reply may make.
+pub(crate) const MAX_TOOL_CALLS: usize = 128;
+
 /// The most characters of a server's error message an error carries.
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
 /// The most bytes of an error body read to find its message.
@@ -300,6 +305,22 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
+}
+
+/// Refuses a reply that assembles more than the caps allow, so a broken server cannot make the
+/// host buffer without bound.
+pub(crate) fn check_assembled(calls: usize, bytes: usize) -> Result<(), LlmError> {
+    if calls > MAX_TOOL_CALLS {
+        return Err(LlmError::Protocol(format!(
+            "more than {MAX_TOOL_CALLS} tool calls in one reply"
+        )));
+    }
+    if bytes > MAX_ASSEMBLED_BYTES {
+        return Err(LlmError::Protocol(format!(
+            "tool calls of more than {MAX_ASSEMBLED_BYTES} bytes in one reply"
+        )));
+    }
+    Ok(())
 }
 
 /// A made-up tool-call id, for servers that send none: unique, so that tool results still find

@@ -467,6 +467,13 @@ impl Decoder for ChatDecoder {
                 self.read_tool_call_delta(call);
             }
         }
+        let assembled = self.collected_text.len()
+            + self
+                .calls
+                .values()
+                .map(|call| call.name.len() + call.arguments.len())
+                .sum::<usize>();
+        http::check_assembled(self.calls.len(), assembled)?;
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
             self.finish_reason = Some(reason.to_owned());
         }
@@ -691,6 +698,32 @@ mod tests {
             })
         );
         assert_eq!(finish, &StreamEvent::Finished(FinishReason::ToolCalls));
+    }
+
+    #[test]
+    fn endless_arguments_are_refused() {
+        let mut decoder = ChatDecoder::new(false);
+        let mut output = VecDeque::new();
+        let piece = "x".repeat(64 * 1024);
+        let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"name": "one", "arguments": piece}}
+        ]}}]})
+        .to_string();
+        let mut result = Ok(false);
+        for _ in 0..100 {
+            let event = SseEvent {
+                event: "message".into(),
+                data: chunk.clone(),
+            };
+            result = decoder.on_event(event, &mut output);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(&result, Err(LlmError::Protocol(message)) if message.contains("bytes")),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -267,9 +267,7 @@ async fn error_statuses_carry_the_servers_message_and_never_the_key() {
 
     for sent in model.requests() {
         assert_eq!(
-            sent.headers
-                .get("authorization")
-                .and_then(|value| value.to_str().ok()),
+            sent.header("authorization"),
             Some(format!("Bearer {KEY}").as_str())
         );
         assert!(!sent.raw_body.contains(KEY), "the key is not in the body");
@@ -424,10 +422,9 @@ async fn an_unreachable_server_is_reported() {
 
 #[tokio::test]
 async fn json_schema_mode_sends_a_schema_and_reads_calls_and_answers() {
-    let call = json!({"tool": "run_select", "arguments": {"sql": "SELECT 1"}});
     let model = ScriptedModel::openai(vec![
-        Reply::text(call.to_string()),
-        Reply::text(json!({"answer": "One row."}).to_string()),
+        Reply::json_tool_call("run_select", json!({"sql": "SELECT 1"})),
+        Reply::json_answer("One row."),
     ])
     .await;
     let provider = LlmSettings {

@@ -77,6 +77,13 @@ pub struct RecordedRequest {
     pub raw_body: String,
 }
 
+impl RecordedRequest {
+    /// A header's value, if it was sent and is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
 #[derive(Debug, Clone)]
 enum ReplyKind {
     Answer {
@@ -262,6 +269,17 @@ impl Reply {
     pub fn and_tool_call(mut self, name: impl Into<String>, arguments: Value) -> Self {
         self.push_call(name.into(), arguments.to_string());
         self
+    }
+
+    /// What a model in the JSON-schema tool mode writes to call a tool.
+    #[allow(clippy::needless_pass_by_value)] // by value, so that scripts read `json!(..)` inline
+    pub fn json_tool_call(name: &str, arguments: Value) -> Self {
+        Self::text(json!({"tool": name, "arguments": arguments}).to_string())
+    }
+
+    /// What a model in the JSON-schema tool mode writes to answer.
+    pub fn json_answer(answer: &str) -> Self {
+        Self::text(json!({"answer": answer}).to_string())
     }
 
     /// An error status with a body holding `message` the way the format does.

@@ -225,26 +225,27 @@ fn json_schema_instructions(tools: &[ToolSpec]) -> String {
     text
 }
 
-/// The conversation for [`ToolMode::JsonSchema`], in roles every chat template accepts: the
-/// instructions join the (first) system message, earlier calls and answers appear as the JSON the
-/// model is asked to write, tool results come back as user messages, and neighbours of the same
-/// role are merged (some templates insist that user and assistant alternate).
+/// The conversation for [`ToolMode::JsonSchema`], in roles every chat template accepts: one
+/// leading system message holding every system text and then the instructions, earlier calls and
+/// answers written as the JSON the model is asked to write, tool results as user messages, and
+/// neighbours of the same role merged (some templates insist that user and assistant alternate).
 fn json_schema_messages(messages: &[Message], tools: &[ToolSpec]) -> Vec<Value> {
-    let instructions = json_schema_instructions(tools);
     let tool_names: HashMap<&str, &str> = messages
         .iter()
         .flat_map(|message| &message.tool_calls)
         .map(|call| (call.id.as_str(), call.name.as_str()))
         .collect();
-    let mut turns: Vec<(&'static str, String)> = Vec::new();
-    let mut instructions_given = false;
+    let mut system: Vec<&str> = messages
+        .iter()
+        .filter(|message| message.role == Role::System)
+        .map(|message| message.content.as_str())
+        .collect();
+    let instructions = json_schema_instructions(tools);
+    system.push(&instructions);
+    let mut turns: Vec<(&'static str, String)> = vec![("system", system.join("\n\n"))];
     for message in messages {
         let (role, content) = match message.role {
-            Role::System if !instructions_given => {
-                instructions_given = true;
-                ("system", format!("{}\n\n{instructions}", message.content))
-            }
-            Role::System => ("system", message.content.clone()),
+            Role::System => continue,
             Role::User => ("user", message.content.clone()),
             Role::Assistant if message.tool_calls.is_empty() => {
                 ("assistant", json!({"answer": message.content}).to_string())
@@ -275,15 +276,12 @@ fn json_schema_messages(messages: &[Message], tools: &[ToolSpec]) -> Vec<Value> 
             }
         };
         match turns.last_mut() {
-            Some((last_role, last_content)) if *last_role == role && role != "system" => {
+            Some((last_role, last_content)) if *last_role == role => {
                 last_content.push_str("\n\n");
                 last_content.push_str(&content);
             }
             _ => turns.push((role, content)),
         }
-    }
-    if !instructions_given {
-        turns.insert(0, ("system", instructions));
     }
     turns
         .into_iter()
@@ -590,6 +588,7 @@ mod tests {
                 Message::assistant("", vec![call]),
                 Message::tool_result("call_1", "1 row"),
                 Message::user("And?"),
+                Message::system("Be brief."),
             ],
             &tools(),
         );
@@ -601,6 +600,7 @@ mod tests {
         let system = messages[0]["content"].as_str().expect("text");
         assert!(system.starts_with("You help."), "{system}");
         assert!(system.contains("run_select"), "{system}");
+        assert!(system.contains("Be brief."), "{system}");
         let written: Value =
             serde_json::from_str(messages[2]["content"].as_str().expect("text")).expect("JSON");
         assert_eq!(

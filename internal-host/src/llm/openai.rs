@@ -40,6 +40,9 @@ pub struct OpenAiCompatible {
     api_key: Option<ApiKey>,
     tool_mode: ToolMode,
     timeouts: Timeouts,
+    /// OpenAI's own API refuses `max_tokens` for its newer models; the compatible servers do not
+    /// all know `max_completion_tokens`.
+    token_limit_field: &'static str,
 }
 
 impl OpenAiCompatible {
@@ -52,9 +55,17 @@ impl OpenAiCompatible {
         timeouts: Timeouts,
     ) -> Result<Self, LlmError> {
         model.provider = "openai-compatible".to_owned();
+        let base_url = base_url.into();
+        let is_openai = reqwest::Url::parse(&base_url)
+            .is_ok_and(|url| url.host_str() == Some("api.openai.com"));
         Ok(Self {
             client: http::client(timeouts)?,
-            base_url: base_url.into(),
+            token_limit_field: if is_openai {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+            base_url,
             model,
             api_key,
             tool_mode,
@@ -75,8 +86,8 @@ impl OpenAiCompatible {
             "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
-            "max_tokens": request.max_output_tokens,
         });
+        body[self.token_limit_field] = json!(request.max_output_tokens);
         if json_schema_mode {
             body["response_format"] = json!({
                 "type": "json_schema",
@@ -142,6 +153,7 @@ impl fmt::Debug for OpenAiCompatible {
             .field("api_key", &self.api_key)
             .field("tool_mode", &self.tool_mode)
             .field("timeouts", &self.timeouts)
+            .field("token_limit_field", &self.token_limit_field)
             .finish()
     }
 }
@@ -724,6 +736,32 @@ mod tests {
             matches!(&result, Err(LlmError::Protocol(message)) if message.contains("bytes")),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn openai_itself_gets_max_completion_tokens() {
+        let body = |base_url: &str| {
+            let model = ModelInfo {
+                provider: String::new(),
+                name: "m".into(),
+                context_window: 8_192,
+                local: false,
+            };
+            let provider =
+                OpenAiCompatible::new(base_url, model, None, ToolMode::Native, Timeouts::DEFAULT)
+                    .expect("a provider");
+            provider.request_body(&Request {
+                messages: vec![Message::user("x")],
+                tools: Vec::new(),
+                max_output_tokens: 99,
+            })
+        };
+        let openai = body("https://api.openai.com/v1");
+        assert_eq!(openai["max_completion_tokens"], 99);
+        assert!(openai.get("max_tokens").is_none());
+        let local = body("http://127.0.0.1:8080/v1");
+        assert_eq!(local["max_tokens"], 99);
+        assert!(local.get("max_completion_tokens").is_none());
     }
 
     #[test]

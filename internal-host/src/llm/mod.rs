@@ -4,12 +4,23 @@
 //! it is complete, with its arguments as the model wrote them (the loop checks them against the
 //! tool's schema, so malformed JSON is the loop's to report back to the model, not the provider's).
 
+pub mod anthropic;
+mod http;
+pub mod openai;
+pub mod settings;
+mod sse;
+
 use std::fmt;
 use std::pin::Pin;
 
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use anthropic::Anthropic;
+pub use http::{ApiKey, Timeouts};
+pub use openai::{OpenAiCompatible, ToolMode};
+pub use settings::{LlmSettings, ProviderKind};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

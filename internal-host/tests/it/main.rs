@@ -2,5 +2,8 @@
 //! harness and the real internal-mcp served over HTTP.
 
 mod database;
+mod llm_anthropic;
+mod llm_openai;
 mod mcp;
+mod scripted_model;
 mod support;

@@ -1,0 +1,781 @@
+//! The OpenAI-compatible Chat Completions provider (`POST {base_url}/chat/completions`, streamed),
+//! which OpenAI, Ollama, vLLM, LM Studio and llama.cpp's llama-server all speak. Tool-call deltas
+//! are assembled by their `index`; a call the server sends without an id gets a made-up one, so no
+//! null id ever goes back (llama-server answers 500 to that).
+//!
+//! [`ToolMode::JsonSchema`] serves weak local models whose native tool calling does not work: the
+//! tools are described in the system message and the reply is constrained by `response_format` to
+//! one JSON object, either `{"tool": .., "arguments": {..}}` or `{"answer": ".."}`, which the
+//! provider turns into a tool call or text.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use super::http::{self, ApiKey, Decoder, Timeouts};
+use super::sse::SseEvent;
+use super::{
+    EventStream, FinishReason, LlmError, Message, ModelInfo, Provider, Request, Role, StreamEvent,
+    ToolCall, ToolSpec, Usage,
+};
+
+/// How tools are offered to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ToolMode {
+    /// The server's own `tools` and streamed `tool_calls`.
+    #[default]
+    Native,
+    /// Tools described in the prompt, the reply constrained to a JSON schema (for weak local
+    /// models on servers such as llama-server).
+    JsonSchema,
+}
+
+/// A Chat Completions server.
+pub struct OpenAiCompatible {
+    client: reqwest::Client,
+    /// The URL that `/chat/completions` is appended to, e.g. `https://api.openai.com/v1`.
+    base_url: String,
+    model: ModelInfo,
+    api_key: Option<ApiKey>,
+    tool_mode: ToolMode,
+    timeouts: Timeouts,
+    /// OpenAI's own API refuses `max_tokens` for its newer models; the compatible servers do not
+    /// all know `max_completion_tokens`.
+    token_limit_field: &'static str,
+}
+
+impl OpenAiCompatible {
+    /// `model.provider` is set to `openai-compatible`.
+    pub fn new(
+        base_url: impl Into<String>,
+        mut model: ModelInfo,
+        api_key: Option<ApiKey>,
+        tool_mode: ToolMode,
+        timeouts: Timeouts,
+    ) -> Result<Self, LlmError> {
+        model.provider = "openai-compatible".to_owned();
+        let base_url = base_url.into();
+        let is_openai = reqwest::Url::parse(&base_url)
+            .is_ok_and(|url| url.host_str() == Some("api.openai.com"));
+        Ok(Self {
+            client: http::client(timeouts)?,
+            token_limit_field: if is_openai {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+            base_url,
+            model,
+            api_key,
+            tool_mode,
+            timeouts,
+        })
+    }
+
+    /// The JSON body of one call.
+    pub(crate) fn request_body(&self, request: &Request) -> Value {
+        let json_schema_mode = self.tool_mode == ToolMode::JsonSchema && !request.tools.is_empty();
+        let messages = if json_schema_mode {
+            json_schema_messages(&request.messages, &request.tools)
+        } else {
+            native_messages(&request.messages)
+        };
+        let mut body = json!({
+            "model": self.model.name,
+            "messages": messages,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        body[self.token_limit_field] = json!(request.max_output_tokens);
+        if json_schema_mode {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "tool_call_or_answer",
+                    "schema": reply_schema(&request.tools),
+                },
+            });
+        } else if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({
+                        "type": "function",
+                        "function": {
+                            "name": tool.name,
+                            "description": tool.description,
+                            "parameters": tool.parameters,
+                        },
+                    })
+                })
+                .collect();
+        }
+        body
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn model(&self) -> &ModelInfo {
+        &self.model
+    }
+
+    fn stream(&self, request: Request) -> EventStream {
+        tracing::debug!(
+            model = %self.model.name,
+            messages = request.messages.len(),
+            tools = request.tools.len(),
+            tool_mode = ?self.tool_mode,
+            "a Chat Completions call"
+        );
+        let body = self.request_body(&request);
+        let mut builder = self
+            .client
+            .post(http::endpoint(&self.base_url, "chat/completions"))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&body);
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let json_schema_mode = self.tool_mode == ToolMode::JsonSchema && !request.tools.is_empty();
+        let decoder = ChatDecoder::new(json_schema_mode);
+        http::stream_reply(builder, self.timeouts, self.api_key.clone(), decoder)
+    }
+}
+
+impl fmt::Debug for OpenAiCompatible {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("OpenAiCompatible")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .field("tool_mode", &self.tool_mode)
+            .field("timeouts", &self.timeouts)
+            .field("token_limit_field", &self.token_limit_field)
+            .finish()
+    }
+}
+
+fn native_messages(messages: &[Message]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|message| match message.role {
+            Role::System => json!({"role": "system", "content": message.content}),
+            Role::User => json!({"role": "user", "content": message.content}),
+            Role::Assistant if message.tool_calls.is_empty() => {
+                json!({"role": "assistant", "content": message.content})
+            }
+            Role::Assistant => {
+                let tool_calls: Vec<Value> = message
+                    .tool_calls
+                    .iter()
+                    .map(|call| {
+                        json!({
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        })
+                    })
+                    .collect();
+                let content = if message.content.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(message.content.clone())
+                };
+                json!({"role": "assistant", "content": content, "tool_calls": tool_calls})
+            }
+            Role::Tool => json!({
+                "role": "tool",
+                // Never null: servers refuse a result they cannot match to a call.
+                "tool_call_id": message.tool_call_id.as_deref().unwrap_or("call_unknown"),
+                "content": message.content,
+            }),
+        })
+        .collect()
+}
+
+/// The reply of [`ToolMode::JsonSchema`]: a call of one of the tools, or an answer.
+fn reply_schema(tools: &[ToolSpec]) -> Value {
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
+    json!({
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "tool": {"type": "string", "enum": names},
+                    "arguments": {"type": "object"},
+                },
+                "required": ["tool", "arguments"],
+                "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "properties": {"answer": {"type": "string"}},
+                "required": ["answer"],
+                "additionalProperties": false,
+            },
+        ],
+    })
+}
+
+/// What [`ToolMode::JsonSchema`] tells the model about the tools and the reply's shape.
+fn json_schema_instructions(tools: &[ToolSpec]) -> String {
+    let mut text = String::from(
+        "You can call tools. Reply with exactly one JSON object and nothing else:\n\
+         - to call a tool: {\"tool\": \"<tool name>\", \"arguments\": {<the tool's arguments>}}\n\
+         - to answer the user: {\"answer\": \"<your answer>\"}\n\
+         After a tool call, the next message gives you the tool's result.\n\nThe tools:\n",
+    );
+    for tool in tools {
+        text.push_str(&format!(
+            "- {}: {}\n  arguments (JSON Schema): {}\n",
+            tool.name, tool.description, tool.parameters
+        ));
+    }
+    text
+}
+
+/// The conversation for [`ToolMode::JsonSchema`], in roles every chat template accepts: one
+/// leading system message holding every system text and then the instructions, earlier calls and
+/// answers written as the JSON the model is asked to write, tool results as user messages, and
+/// neighbours of the same role merged (some templates insist that user and assistant alternate).
+fn json_schema_messages(messages: &[Message], tools: &[ToolSpec]) -> Vec<Value> {
+    let tool_names: HashMap<&str, &str> = messages
+        .iter()
+        .flat_map(|message| &message.tool_calls)
+        .map(|call| (call.id.as_str(), call.name.as_str()))
+        .collect();
+    let mut system: Vec<&str> = messages
+        .iter()
+        .filter(|message| message.role == Role::System)
+        .map(|message| message.content.as_str())
+        .collect();
+    let instructions = json_schema_instructions(tools);
+    system.push(&instructions);
+    let mut turns: Vec<(&'static str, String)> = vec![("system", system.join("\n\n"))];
+    for message in messages {
+        let (role, content) = match message.role {
+            Role::System => continue,
+            Role::User => ("user", message.content.clone()),
+            Role::Assistant if message.tool_calls.is_empty() => {
+                ("assistant", json!({"answer": message.content}).to_string())
+            }
+            Role::Assistant => {
+                let calls: Vec<String> = message
+                    .tool_calls
+                    .iter()
+                    .map(|call| {
+                        let arguments = serde_json::from_str::<Value>(&call.arguments)
+                            .unwrap_or_else(|_| Value::String(call.arguments.clone()));
+                        json!({"tool": call.name, "arguments": arguments}).to_string()
+                    })
+                    .collect();
+                ("assistant", calls.join("\n"))
+            }
+            Role::Tool => {
+                let name = message
+                    .tool_call_id
+                    .as_deref()
+                    .and_then(|id| tool_names.get(id))
+                    .copied()
+                    .unwrap_or("the tool");
+                (
+                    "user",
+                    format!("The result of {name}:\n{}", message.content),
+                )
+            }
+        };
+        match turns.last_mut() {
+            Some((last_role, last_content)) if *last_role == role => {
+                last_content.push_str("\n\n");
+                last_content.push_str(&content);
+            }
+            _ => turns.push((role, content)),
+        }
+    }
+    turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect()
+}
+
+/// A tool call while its deltas arrive.
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+/// Reads `chat.completion.chunk` events.
+struct ChatDecoder {
+    /// In JSON-schema mode the text is the JSON reply, read whole at the end.
+    json_schema_mode: bool,
+    collected_text: String,
+    calls: BTreeMap<u64, PartialCall>,
+    last_index: Option<u64>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl ChatDecoder {
+    fn new(json_schema_mode: bool) -> Self {
+        Self {
+            json_schema_mode,
+            collected_text: String::new(),
+            calls: BTreeMap::new(),
+            last_index: None,
+            finish_reason: None,
+            usage: None,
+        }
+    }
+
+    fn read_tool_call_delta(&mut self, delta: &Value) {
+        let id = delta
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty());
+        let index = match delta.get("index").and_then(Value::as_u64) {
+            Some(index) => index,
+            // Without an index, a new id starts a new call; anything else continues the last.
+            None => match (self.last_index, id) {
+                (Some(last), Some(id))
+                    if self.calls.get(&last).and_then(|call| call.id.as_deref()) != Some(id) =>
+                {
+                    last + 1
+                }
+                (Some(last), _) => last,
+                (None, _) => 0,
+            },
+        };
+        self.last_index = Some(index);
+        let call = self.calls.entry(index).or_default();
+        if call.id.is_none() {
+            call.id = id.map(str::to_owned);
+        }
+        let function = delta.get("function");
+        if let Some(name) = function
+            .and_then(|function| function.get("name"))
+            .and_then(Value::as_str)
+        {
+            // Some servers repeat the name in every delta; it arrives whole.
+            if call.name.is_empty() {
+                call.name = name.to_owned();
+            }
+        }
+        match function.and_then(|function| function.get("arguments")) {
+            Some(Value::String(piece)) => call.arguments.push_str(piece),
+            // A server that sends the arguments as an object rather than a string.
+            Some(Value::Object(object)) => {
+                call.arguments
+                    .push_str(&Value::Object(object.clone()).to_string());
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, output: &mut VecDeque<StreamEvent>) {
+        let mut has_calls = false;
+        for (_, call) in std::mem::take(&mut self.calls) {
+            has_calls = true;
+            output.push_back(StreamEvent::ToolCall(ToolCall {
+                id: call.id.unwrap_or_else(http::made_up_call_id),
+                name: call.name,
+                arguments: if call.arguments.trim().is_empty() {
+                    "{}".to_owned()
+                } else {
+                    call.arguments
+                },
+            }));
+        }
+        let mut reason = finish_reason(self.finish_reason.as_deref(), has_calls);
+        if self.json_schema_mode {
+            let text = std::mem::take(&mut self.collected_text);
+            match parse_json_schema_reply(&text) {
+                JsonSchemaReply::ToolCall(call) => {
+                    output.push_back(StreamEvent::ToolCall(call));
+                    if reason == FinishReason::Stop {
+                        reason = FinishReason::ToolCalls;
+                    }
+                }
+                JsonSchemaReply::Answer(answer) if !answer.is_empty() => {
+                    output.push_back(StreamEvent::TextDelta(answer));
+                }
+                JsonSchemaReply::Answer(_) => {}
+            }
+        }
+        if let Some(usage) = self.usage.take() {
+            output.push_back(StreamEvent::Usage(usage));
+        }
+        output.push_back(StreamEvent::Finished(reason));
+    }
+}
+
+impl Decoder for ChatDecoder {
+    fn on_event(
+        &mut self,
+        event: SseEvent,
+        output: &mut VecDeque<StreamEvent>,
+    ) -> Result<bool, LlmError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.finish(output);
+            return Ok(true);
+        }
+        if data.is_empty() {
+            return Ok(false);
+        }
+        let chunk: Value = serde_json::from_str(data)
+            .map_err(|error| LlmError::Protocol(format!("a chunk is not valid JSON ({error})")))?;
+        if let Some(error) = chunk.get("error") {
+            let status = error
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|code| u16::try_from(code).ok())
+                .filter(|code| (400..600).contains(code))
+                .unwrap_or(500);
+            let message = http::message_of(&chunk).unwrap_or_else(|| "no message".to_owned());
+            return Err(LlmError::Status {
+                status,
+                message: http::cut(&message, 300),
+            });
+        }
+        if let Some(usage) = chunk.get("usage").filter(|usage| usage.is_object()) {
+            let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+            // Handed over just before the finish, after the calls and the JSON-schema reply.
+            self.usage = Some(Usage {
+                input_tokens: count("prompt_tokens"),
+                output_tokens: count("completion_tokens"),
+            });
+        }
+        let choice = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|choices| choices.first());
+        let Some(choice) = choice else {
+            return Ok(false);
+        };
+        let delta = choice.get("delta");
+        if let Some(text) = delta
+            .and_then(|delta| delta.get("content"))
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+        {
+            if self.json_schema_mode {
+                self.collected_text.push_str(text);
+            } else {
+                output.push_back(StreamEvent::TextDelta(text.to_owned()));
+            }
+        }
+        if let Some(calls) = delta
+            .and_then(|delta| delta.get("tool_calls"))
+            .and_then(Value::as_array)
+        {
+            for call in calls {
+                self.read_tool_call_delta(call);
+            }
+        }
+        let assembled = self.collected_text.len()
+            + self
+                .calls
+                .values()
+                .map(|call| call.name.len() + call.arguments.len())
+                .sum::<usize>();
+        http::check_assembled(self.calls.len(), assembled)?;
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_owned());
+        }
+        Ok(false)
+    }
+
+    fn on_end(&mut self, output: &mut VecDeque<StreamEvent>) -> Result<(), LlmError> {
+        // Some servers end the body without `[DONE]`; a finish reason says the reply is whole.
+        if self.finish_reason.is_none() {
+            return Err(LlmError::Protocol(
+                "the stream ended before the reply was complete".to_owned(),
+            ));
+        }
+        self.finish(output);
+        Ok(())
+    }
+}
+
+fn finish_reason(reason: Option<&str>, has_calls: bool) -> FinishReason {
+    match reason {
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        Some("length") => FinishReason::Length,
+        // Some servers say `stop` after tool calls.
+        Some("stop") | None if has_calls => FinishReason::ToolCalls,
+        Some("stop") | None => FinishReason::Stop,
+        Some(_) => FinishReason::Other,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum JsonSchemaReply {
+    ToolCall(ToolCall),
+    Answer(String),
+}
+
+/// The JSON-schema mode's reply. What is not the agreed JSON (a server that ignored the schema, a
+/// reply cut by the token limit) is handed over as text, so the conversation still goes on.
+fn parse_json_schema_reply(text: &str) -> JsonSchemaReply {
+    let trimmed = text.trim();
+    let unfenced = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|inner| inner.strip_suffix("```"))
+        .unwrap_or(trimmed)
+        .trim();
+    let Ok(Value::Object(reply)) = serde_json::from_str::<Value>(unfenced) else {
+        return JsonSchemaReply::Answer(text.to_owned());
+    };
+    if let Some(name) = reply.get("tool").and_then(Value::as_str) {
+        let arguments = match reply.get("arguments") {
+            None | Some(Value::Null) => "{}".to_owned(),
+            Some(Value::String(written)) => written.clone(),
+            Some(other) => other.to_string(),
+        };
+        return JsonSchemaReply::ToolCall(ToolCall {
+            id: http::made_up_call_id(),
+            name: name.to_owned(),
+            arguments,
+        });
+    }
+    match reply.get("answer") {
+        Some(Value::String(answer)) => JsonSchemaReply::Answer(answer.clone()),
+        _ => JsonSchemaReply::Answer(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools() -> Vec<ToolSpec> {
+        vec![ToolSpec {
+            name: "run_select".into(),
+            description: "Runs a SELECT.".into(),
+            parameters: json!({"type": "object", "properties": {"sql": {"type": "string"}}}),
+        }]
+    }
+
+    #[test]
+    fn json_schema_replies_become_calls_or_text() {
+        let call = match parse_json_schema_reply(
+            r#" {"tool": "run_select", "arguments": {"sql": "SELECT 1"}} "#,
+        ) {
+            JsonSchemaReply::ToolCall(call) => call,
+            other => panic!("not a call: {other:?}"),
+        };
+        assert_eq!(call.name, "run_select");
+        assert_eq!(call.arguments, r#"{"sql":"SELECT 1"}"#);
+        assert!(call.id.starts_with("call_"));
+        let check = |text: &str, expected: &str| {
+            assert_eq!(
+                parse_json_schema_reply(text),
+                JsonSchemaReply::Answer(expected.to_owned())
+            );
+        };
+        check(r#"{"answer": "Hello"}"#, "Hello");
+        check("```json\n{\"answer\": \"fenced\"}\n```", "fenced");
+        check(r#"{"answer": "cut"#, r#"{"answer": "cut"#);
+        check("plain words", "plain words");
+        check(r#"{"other": 1}"#, r#"{"other": 1}"#);
+    }
+
+    #[test]
+    fn json_schema_history_uses_only_system_user_and_assistant() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "run_select".into(),
+            arguments: r#"{"sql":"SELECT 1"}"#.into(),
+        };
+        let messages = json_schema_messages(
+            &[
+                Message::system("You help."),
+                Message::user("Count."),
+                Message::assistant("", vec![call]),
+                Message::tool_result("call_1", "1 row"),
+                Message::user("And?"),
+                Message::system("Be brief."),
+            ],
+            &tools(),
+        );
+        let roles: Vec<&str> = messages
+            .iter()
+            .map(|message| message["role"].as_str().expect("a role"))
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        let system = messages[0]["content"].as_str().expect("text");
+        assert!(system.starts_with("You help."), "{system}");
+        assert!(system.contains("run_select"), "{system}");
+        assert!(system.contains("Be brief."), "{system}");
+        let written: Value =
+            serde_json::from_str(messages[2]["content"].as_str().expect("text")).expect("JSON");
+        assert_eq!(
+            written,
+            json!({"tool": "run_select", "arguments": {"sql": "SELECT 1"}})
+        );
+        assert_eq!(
+            messages[3]["content"],
+            "The result of run_select:\n1 row\n\nAnd?"
+        );
+    }
+
+    /// Feeds `chunks` (the JSON of each `data:` line) to a native decoder.
+    fn decode(chunks: &[Value]) -> Vec<StreamEvent> {
+        let mut decoder = ChatDecoder::new(false);
+        let mut output = VecDeque::new();
+        for chunk in chunks {
+            let event = SseEvent {
+                event: "message".into(),
+                data: chunk.to_string(),
+            };
+            assert!(!decoder.on_event(event, &mut output).expect("reads"));
+        }
+        decoder.on_end(&mut output).expect("ends");
+        output.into()
+    }
+
+    fn call(id: &str, name: &str, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCall(ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        })
+    }
+
+    #[test]
+    fn calls_without_an_index_are_told_apart_by_their_ids() {
+        let delta =
+            |calls: Value| json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]});
+        let events = decode(&[
+            delta(json!([{"id": "a", "function": {"name": "one", "arguments": "{\"x\""}}])),
+            delta(json!([{"function": {"arguments": ":1}"}}])),
+            delta(json!([{"id": "b", "function": {"name": "two", "arguments": "{}"}}])),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ]);
+        assert_eq!(
+            events,
+            [
+                call("a", "one", r#"{"x":1}"#),
+                call("b", "two", "{}"),
+                StreamEvent::Finished(FinishReason::ToolCalls),
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_calls_with_object_arguments_and_repeated_names_are_read() {
+        // Ollama sends a call whole, its arguments as an object; some servers repeat the name.
+        let events = decode(&[
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "", "function": {"name": "one", "arguments": {"x": 1}}}
+            ]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 1, "id": null, "function": {"name": "two"}}
+            ]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 1, "function": {"name": "two", "arguments": "{}"}}
+            ]}}], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+        ]);
+        let [
+            StreamEvent::ToolCall(first),
+            StreamEvent::ToolCall(second),
+            usage,
+            finish,
+        ] = events.as_slice()
+        else {
+            panic!("two calls, usage and finish: {events:?}");
+        };
+        assert!(first.id.starts_with("call_") && second.id.starts_with("call_"));
+        assert_ne!(first.id, second.id);
+        assert_eq!(
+            (first.name.as_str(), first.arguments.as_str()),
+            ("one", r#"{"x":1}"#)
+        );
+        assert_eq!(
+            (second.name.as_str(), second.arguments.as_str()),
+            ("two", "{}")
+        );
+        assert_eq!(
+            usage,
+            &StreamEvent::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 2
+            })
+        );
+        assert_eq!(finish, &StreamEvent::Finished(FinishReason::ToolCalls));
+    }
+
+    #[test]
+    fn endless_arguments_are_refused() {
+        let mut decoder = ChatDecoder::new(false);
+        let mut output = VecDeque::new();
+        let piece = "x".repeat(64 * 1024);
+        let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"name": "one", "arguments": piece}}
+        ]}}]})
+        .to_string();
+        let mut result = Ok(false);
+        for _ in 0..100 {
+            let event = SseEvent {
+                event: "message".into(),
+                data: chunk.clone(),
+            };
+            result = decoder.on_event(event, &mut output);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(&result, Err(LlmError::Protocol(message)) if message.contains("bytes")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn openai_itself_gets_max_completion_tokens() {
+        let body = |base_url: &str| {
+            let model = ModelInfo {
+                provider: String::new(),
+                name: "m".into(),
+                context_window: 8_192,
+                local: false,
+            };
+            let provider =
+                OpenAiCompatible::new(base_url, model, None, ToolMode::Native, Timeouts::DEFAULT)
+                    .expect("a provider");
+            provider.request_body(&Request {
+                messages: vec![Message::user("x")],
+                tools: Vec::new(),
+                max_output_tokens: 99,
+            })
+        };
+        let openai = body("https://api.openai.com/v1");
+        assert_eq!(openai["max_completion_tokens"], 99);
+        assert!(openai.get("max_tokens").is_none());
+        let local = body("http://127.0.0.1:8080/v1");
+        assert_eq!(local["max_tokens"], 99);
+        assert!(local.get("max_completion_tokens").is_none());
+    }
+
+    #[test]
+    fn finish_reasons_map() {
+        assert_eq!(finish_reason(Some("stop"), false), FinishReason::Stop);
+        assert_eq!(finish_reason(Some("stop"), true), FinishReason::ToolCalls);
+        assert_eq!(
+            finish_reason(Some("tool_calls"), true),
+            FinishReason::ToolCalls
+        );
+        assert_eq!(finish_reason(Some("length"), true), FinishReason::Length);
+        assert_eq!(
+            finish_reason(Some("content_filter"), false),
+            FinishReason::Other
+        );
+    }
+}

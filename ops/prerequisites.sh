@@ -2,6 +2,9 @@
 # Makes a fresh machine ready to build and test: the Rust components the checks need, a reachable
 # Docker, and the PostgreSQL image (pulled, or built from Debian packages when no registry answers).
 # Safe to run again: each step is skipped when its result is already there.
+#
+#   ops/prerequisites.sh --local-model   also the offline default language model (ops/local-model
+#                                        prepare: llama-server and Gemma 3 270M, a few minutes once)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,6 +20,13 @@ fi
 
 # The Python tools of the tests and the smoke run (the MCP Python SDK among them).
 ops/python-venv.sh >/dev/null
+
+# The assistant's offline default model, for ops/run with no model server configured and for CI.
+case "${1:-}" in
+    "") ;;
+    --local-model) ops/local-model prepare ;;
+    *) log "error: unknown argument '$1' (the one option is --local-model)"; exit 2 ;;
+esac
 
 # The harness needs Docker unless the tests are pointed at an existing server.
 if [[ -n "${DEMO_TEST_DATABASE_URL:-}" ]]; then

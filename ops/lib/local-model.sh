@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The offline default language model: llama.cpp's llama-server, built from the llama.cpp that the
 # llama-cpp-python source distribution vendors, serving Gemma 3 270M (GGUF from PyPI packages).
 # Shared by ops/local-model and ops/run. Sourced, not run, after ops/lib/common.sh (for log and

@@ -3,6 +3,9 @@
 # the browser tests, a reachable Docker, and the PostgreSQL image (pulled, or built from Debian
 # packages when no registry answers).
 # Safe to run again: each step is skipped when its result is already there.
+#
+#   ops/prerequisites.sh --local-model   also the offline default language model (ops/local-model
+#                                        prepare: llama-server and Gemma 3 270M, a few minutes once)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,6 +28,13 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
+
+# The assistant's offline default model, for ops/run with no model server configured and for CI.
+case "${1:-}" in
+    "") ;;
+    --local-model) ops/local-model prepare ;;
+    *) log "error: unknown argument '$1' (the one option is --local-model)"; exit 2 ;;
+esac
 
 # The harness needs Docker unless the tests are pointed at an existing server.
 if [[ -n "${DEMO_TEST_DATABASE_URL:-}" ]]; then

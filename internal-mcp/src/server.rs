@@ -16,9 +16,9 @@ use rmcp::handler::server::tool::{Extension, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, MetaObject,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::schemars;
 use rmcp::service::RequestContext;
@@ -37,8 +37,8 @@ use crate::auth::Caller;
 use crate::config::{Component, Endpoint};
 use crate::error::Error;
 use crate::operations::{
-    AcknowledgeServiceAlertsArguments, AnnotateIncidentArguments, SilenceMonitorArguments,
-    TransitionIncidentArguments,
+    AcknowledgeServiceAlertsArguments, AnnotateIncidentArguments, CONFIRMATION_META_KEY,
+    OperationOutcome, SilenceMonitorArguments, TransitionIncidentArguments,
 };
 use crate::policy;
 use crate::schema;
@@ -517,10 +517,17 @@ impl ServerHandler for InternalMcpServer {
         };
 
         context.extensions.insert(call.clone());
-        let response = self
-            .tools
-            .call(ToolCallContext::new(self, request, context))
-            .await;
+        // A client that goes away (the host's Stop button) cancels the request's token: the tool's
+        // future is dropped rather than left running unobserved, and the audit row says so.
+        let cancelled = context.ct.clone();
+        let response = tokio::select! {
+            response = self.tools.call(ToolCallContext::new(self, request, context)) => response,
+            () = cancelled.cancelled() => {
+                let message = "cancelled by the client before it finished".to_owned();
+                self.audit(&call, &tool, arguments, started, Some(message.clone())).await;
+                return Err(ErrorData::internal_error(message, None));
+            }
+        };
         let error = match &response {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
                 Some(first_text(result))
@@ -642,11 +649,29 @@ fn respond<T: Serialize>(result: Result<T, Error>) -> CallToolResult {
     }
 }
 
-fn operation_result(call: &ToolCall, result: Result<(Value, usize), Error>) -> CallToolResult {
-    respond(result.map(|(value, rows)| {
-        call.record_rows(rows);
-        value
-    }))
+/// A privileged operation's result. An issued confirmation token goes into the result's `_meta`
+/// under [`CONFIRMATION_META_KEY`] and nowhere else: not in the structured content, not in the text
+/// copy a model reads. The host holding the session reads it and confirms only after a person did.
+fn operation_result(call: &ToolCall, result: Result<OperationOutcome, Error>) -> CallToolResult {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => return error.into_tool_result(),
+    };
+    call.record_rows(outcome.rows);
+    let mut result = CallToolResult::structured(outcome.answer);
+    if let Some(confirmation) = outcome.confirmation {
+        let mut meta = serde_json::Map::new();
+        meta.insert(
+            CONFIRMATION_META_KEY.to_owned(),
+            json!({
+                "token": confirmation.token,
+                "expires_at": confirmation.expires_at,
+                "tool": confirmation.tool,
+            }),
+        );
+        result.meta = Some(MetaObject(meta));
+    }
+    result
 }
 
 fn first_text(result: &CallToolResult) -> String {

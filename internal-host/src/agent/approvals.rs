@@ -73,29 +73,44 @@ pub(crate) async fn insert(database: &PgPool, approval: &NewApproval<'_>) -> Res
 }
 
 /// Marks approval `id` of `turn` as `status` (`confirmed` or `rejected`) by the turn's user, if it
-/// is still pending and unexpired; otherwise says why not.
+/// is still pending and unexpired and the turn waits for the user, and moves the turn back to
+/// `running`, in one transaction that locks the turn's row: two decisions (a double click, two
+/// approvals decided at once) never both continue the turn. Otherwise says why not.
 pub(crate) async fn claim(
     database: &PgPool,
     id: Uuid,
     turn: &TurnContext,
     status: &str,
 ) -> Result<Claim, Error> {
-    let claimed: Option<(String, String, Value, Option<String>)> = sqlx::query_as(
-        "UPDATE approvals a SET status = $4, decided_by = $3, decided_at = now()
-           FROM turns t JOIN conversations c ON c.id = t.conversation_id
-          WHERE a.id = $1 AND a.turn_id = $2 AND t.id = a.turn_id
-            AND c.user_id = $3 AND c.organization_id = $5
-            AND a.status = 'pending' AND a.expires_at > now()
-         RETURNING a.server, a.tool, a.arguments, a.confirmation_token",
-    )
-    .bind(id)
-    .bind(turn.turn_id)
-    .bind(turn.user.user_id)
-    .bind(status)
-    .bind(turn.user.organization_id)
-    .fetch_optional(database)
-    .await?;
+    let mut transaction = database.begin().await?;
+    let turn_status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM turns WHERE id = $1 FOR UPDATE")
+            .bind(turn.turn_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+    let waiting = turn_status.as_deref() == Some("waiting_for_approval");
+    let claimed: Option<(String, String, Value, Option<String>)> = if waiting {
+        sqlx::query_as(
+            "UPDATE approvals a SET status = $4, decided_by = $3, decided_at = now()
+               FROM turns t JOIN conversations c ON c.id = t.conversation_id
+              WHERE a.id = $1 AND a.turn_id = $2 AND t.id = a.turn_id
+                AND c.user_id = $3 AND c.organization_id = $5
+                AND a.status = 'pending' AND a.expires_at > now()
+             RETURNING a.server, a.tool, a.arguments, a.confirmation_token",
+        )
+        .bind(id)
+        .bind(turn.turn_id)
+        .bind(turn.user.user_id)
+        .bind(status)
+        .bind(turn.user.organization_id)
+        .fetch_optional(&mut *transaction)
+        .await?
+    } else {
+        None
+    };
     if let Some((server, tool, arguments, token)) = claimed {
+        resume(&mut transaction, turn.turn_id).await?;
+        transaction.commit().await?;
         return Ok(Claim::Claimed(Claimed {
             server,
             tool,
@@ -103,19 +118,19 @@ pub(crate) async fn claim(
             token,
         }));
     }
-    let found: Option<(String, bool, Uuid)> = sqlx::query_as(
-        "SELECT a.status, a.expires_at <= now(), c.user_id
+    let found: Option<(String, bool, Uuid, Uuid)> = sqlx::query_as(
+        "SELECT a.status, a.expires_at <= now(), c.user_id, c.organization_id
            FROM approvals a JOIN turns t ON t.id = a.turn_id JOIN conversations c ON c.id = t.conversation_id
           WHERE a.id = $1 AND a.turn_id = $2",
     )
     .bind(id)
     .bind(turn.turn_id)
-    .fetch_optional(database)
+    .fetch_optional(&mut *transaction)
     .await?;
-    let Some((current, expired, owner)) = found else {
+    let Some((current, expired, owner, organization)) = found else {
         return Ok(Claim::Refused("this turn has no such approval".into()));
     };
-    if owner != turn.user.user_id {
+    if owner != turn.user.user_id || organization != turn.user.organization_id {
         return Ok(Claim::Refused(
             "only the user who asked can decide on this plan".into(),
         ));
@@ -125,20 +140,34 @@ pub(crate) async fn claim(
             "this plan was already {current}; nothing more was done"
         )));
     }
+    if !waiting {
+        return Ok(Claim::Refused(
+            "the assistant is still working on this turn; decide once it waits for you".into(),
+        ));
+    }
     if expired {
-        let marked = sqlx::query(
-            "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .execute(database)
-        .await?;
-        if marked.rows_affected() == 1 {
-            return Ok(Claim::Expired);
-        }
+        sqlx::query("UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        resume(&mut transaction, turn.turn_id).await?;
+        transaction.commit().await?;
+        return Ok(Claim::Expired);
     }
     Ok(Claim::Refused(
         "this plan can no longer be decided; nothing was done".into(),
     ))
+}
+
+async fn resume(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    turn_id: Uuid,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE turns SET status = 'running', finished_at = NULL WHERE id = $1")
+        .bind(turn_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
 }
 
 /// Approvals of `turn_id` still waiting for the user.

@@ -211,8 +211,8 @@ impl Agent {
             approvals::Claim::Expired => (None, "expired"),
             approvals::Claim::Claimed(claimed) => (Some(claimed), wanted),
         };
+        // The claim moved the turn back to `running`.
         let result = async {
-            self.set_status(turn.turn_id, TurnStatus::Running).await?;
             self.append(
                 events,
                 turn,

@@ -29,6 +29,8 @@ use crate::support::{host_config, seeded_database, spawn_internal_mcp, user};
 enum Reply {
     Events(Vec<StreamEvent>),
     FromRequest(Respond),
+    /// Like `FromRequest`, with a pause before each event.
+    Delayed(Respond, Duration),
 }
 
 /// A reply computed from the request the model got.
@@ -54,13 +56,23 @@ impl Provider for ScriptedModel {
 
     fn stream(&self, request: Request) -> EventStream {
         let reply = self.script.lock().unwrap().pop_front();
-        let events = match reply {
-            Some(Reply::Events(events)) => events,
-            Some(Reply::FromRequest(make)) => make(&request),
-            None => answer("The script is over."),
+        let (events, delay) = match reply {
+            Some(Reply::Events(events)) => (events, None),
+            Some(Reply::FromRequest(make)) => (make(&request), None),
+            Some(Reply::Delayed(make, delay)) => (make(&request), Some(delay)),
+            None => (answer("The script is over."), None),
         };
         self.requests.lock().unwrap().push(request);
-        futures_util::stream::iter(events.into_iter().map(Ok)).boxed()
+        let events = futures_util::stream::iter(events.into_iter().map(Ok));
+        match delay {
+            None => events.boxed(),
+            Some(delay) => events
+                .then(move |event| async move {
+                    tokio::time::sleep(delay).await;
+                    event
+                })
+                .boxed(),
+        }
     }
 }
 
@@ -999,4 +1011,176 @@ async fn a_long_result_is_capped_and_the_model_can_page_through_it() {
     assert!(outcome.truncated);
     assert!(outcome.bytes > 5_000, "{}", outcome.bytes);
     assert_eq!(outcome.text.chars().count(), 1_000);
+}
+
+/// A reply that streams its events slowly, as a real model does.
+fn slowly(events: Vec<StreamEvent>, every: Duration) -> Reply {
+    let events = Mutex::new(Some(events));
+    Reply::Delayed(
+        Box::new(move |_| events.lock().unwrap().take().unwrap_or_default()),
+        every,
+    )
+}
+
+#[tokio::test]
+async fn stop_during_the_model_stream_ends_the_turn_with_the_text_so_far() {
+    let words: Vec<StreamEvent> = (0..200)
+        .map(|n| StreamEvent::TextDelta(format!("word{n} ")))
+        .chain([StreamEvent::Finished(FinishReason::Stop)])
+        .collect();
+    let harness = harness(
+        "marcus",
+        TurnLimits::DEFAULT,
+        vec![slowly(words, Duration::from_millis(20))],
+    )
+    .await;
+    let turn = harness.turn("Talk slowly").await;
+    let cancel = CancellationToken::new();
+    let running = {
+        let agent = harness.agent.clone();
+        let events = harness.events.clone();
+        let turn = turn.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { agent.run_turn(&turn, &events, cancel).await })
+    };
+    // Text is stored while it streams, not only at the end.
+    let waited = Instant::now();
+    while !kinds(&harness.events_of(&turn).await).contains(&"text") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no text arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    assert_eq!(running.await.unwrap().unwrap(), TurnStatus::Stopped);
+    let events = harness.events_of(&turn).await;
+    let text: String = events
+        .iter()
+        .filter_map(|event| match event {
+            TurnEvent::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let stored_words = text.split_whitespace().count();
+    eprintln!(
+        "stopped after {stored_words} of 200 words, in {} text events",
+        kinds(&events)
+            .iter()
+            .filter(|kind| **kind == "text")
+            .count()
+    );
+    assert!(stored_words < 200, "the stream was not dropped");
+    assert!(notices(&events).contains(&"Stopped by the user.".to_owned()));
+    assert!(matches!(
+        events.last(),
+        Some(TurnEvent::TurnFinished {
+            status: TurnStatus::Stopped,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn the_time_limit_cancels_a_slow_tool_and_says_so() {
+    let limits = TurnLimits {
+        max_wall_time: Duration::from_secs(1),
+        ..TurnLimits::DEFAULT
+    };
+    let harness = harness(
+        "marcus",
+        limits,
+        vec![calls(vec![call(
+            "slow",
+            "internal-mcp__run_select",
+            json!({"sql": "SELECT pg_sleep(3) AS slept"}),
+        )])],
+    )
+    .await;
+    let turn = harness.turn("Sleep").await;
+    assert_eq!(harness.run(&turn).await, TurnStatus::Stopped);
+    let events = harness.events_of(&turn).await;
+    assert!(
+        notices(&events)
+            .join("\n")
+            .contains("the time limit of 1 s"),
+        "{:?}",
+        notices(&events)
+    );
+    assert_eq!(finished_calls(&events)[0].1, CallStatus::TransportError);
+}
+
+#[tokio::test]
+async fn an_expired_plan_changes_nothing_and_the_model_is_told() {
+    let (harness, incident) =
+        annotation_harness(vec![Reply::Events(answer("The plan expired."))]).await;
+    let notes_before = harness.notes().await;
+    let turn = harness.turn(&format!("Add a note to {incident}")).await;
+    assert_eq!(harness.run(&turn).await, TurnStatus::WaitingForApproval);
+    let (approval_id, _) = pending_approval(&harness, &turn).await;
+    sqlx::query("UPDATE approvals SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(approval_id)
+        .execute(harness.state.database())
+        .await
+        .unwrap();
+    let status = harness
+        .agent
+        .decide(
+            &turn,
+            approval_id,
+            Decision::Confirm,
+            &harness.events,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, TurnStatus::Completed);
+    assert_eq!(harness.notes().await, notes_before);
+    let events = harness.events_of(&turn).await;
+    assert!(events.iter().any(|event| matches!(
+        event,
+        TurnEvent::ApprovalDecided { decision, decided_by: None, .. } if decision == "expired"
+    )));
+    let last = harness.model.requests().pop().unwrap();
+    assert!(
+        last.messages
+            .iter()
+            .any(|m| m.content.contains("expired before the user decided"))
+    );
+}
+
+#[tokio::test]
+async fn a_metric_series_result_is_drawn_as_a_chart() {
+    let harness = harness(
+        "marcus",
+        TurnLimits::DEFAULT,
+        vec![
+            calls(vec![call(
+                "series",
+                "internal-mcp__run_select",
+                json!({"sql": "SELECT ts, value FROM metric_samples WHERE series_id = (SELECT min(series_id) FROM metric_samples) ORDER BY ts DESC LIMIT 30"}),
+            )]),
+            Reply::Events(answer("Here is the series.")),
+        ],
+    )
+    .await;
+    let turn = harness.turn("Show me a metric").await;
+    assert_eq!(harness.run(&turn).await, TurnStatus::Completed);
+    let events = harness.events_of(&turn).await;
+    let chart = events
+        .iter()
+        .find_map(|event| match event {
+            TurnEvent::ToolCallFinished { outcome, .. } => outcome.chart.clone(),
+            _ => None,
+        })
+        .expect("a chart");
+    assert_eq!(chart.series.len(), 1);
+    assert_eq!(chart.series[0].label, "value");
+    assert_eq!(chart.series[0].points.len(), 30);
+    assert!(
+        chart.series[0]
+            .points
+            .windows(2)
+            .all(|pair| pair[0].at < pair[1].at)
+    );
 }

@@ -44,6 +44,10 @@ use crate::policy;
 use crate::schema;
 
 const TABLES_RESOURCE: &str = "schema://tables";
+/// The tool `_meta` key naming the capability group a tool belongs to, with the group's
+/// description: `{"name": "sql", "description": "..."}`. A host may show a model a short index of
+/// groups and offer a group's tools only once the model asks for it (skills).
+pub const GROUP_META_KEY: &str = "dual-mcp/group";
 const TABLE_RESOURCE_PREFIX: &str = "schema://table/";
 
 /// One endpoint's MCP server. Built per request (the HTTP transport is stateless), so it holds
@@ -99,11 +103,24 @@ impl InternalMcpServer {
     pub fn tools_for(endpoint: Endpoint) -> ToolRouter<InternalMcpServer> {
         let mut router = ToolRouter::new();
         for component in endpoint.components() {
-            router += match component {
+            let mut tools = match component {
                 Component::Sql => Self::sql_tools(),
                 Component::Metrics => Self::metrics_tools(),
                 Component::Incidents => Self::incident_tools(),
             };
+            let (name, description) = group_of(*component);
+            for route in tools.map.values_mut() {
+                route
+                    .attr
+                    .meta
+                    .get_or_insert_with(|| MetaObject(serde_json::Map::new()))
+                    .0
+                    .insert(
+                        GROUP_META_KEY.to_owned(),
+                        json!({"name": name, "description": description}),
+                    );
+            }
+            router += tools;
         }
         router
     }
@@ -628,6 +645,25 @@ impl ServerHandler for InternalMcpServer {
     }
 }
 
+/// A component's capability group as hosts show it to a model: its name and what it is for.
+pub fn group_of(component: Component) -> (&'static str, &'static str) {
+    match component {
+        Component::Sql => (
+            "sql",
+            "Read-only SQL over the organisation's data: list and describe tables, explain and run one SELECT.",
+        ),
+        Component::Metrics => (
+            "metrics",
+            "Metric analytics: anomaly windows, error-budget (SLO) burn, noisy alert rules.",
+        ),
+        Component::Incidents => (
+            "incidents",
+            "Incidents: explain one (deploys and metric changes before it), and changes that need the user's \
+             approval: annotate, acknowledge, resolve, acknowledge a service's alerts, silence a monitor; the audit trail.",
+        ),
+    }
+}
+
 /// The caller the authentication middleware verified for this request.
 fn caller_of(context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
     context
@@ -717,6 +753,12 @@ mod tests {
                 tool.name
             );
             assert_eq!(annotations.open_world_hint, Some(false), "{}", tool.name);
+            let group = &tool.meta.as_ref().expect("a tool has _meta").0[GROUP_META_KEY];
+            assert!(
+                group["name"].is_string() && group["description"].is_string(),
+                "{}",
+                tool.name
+            );
         }
     }
 

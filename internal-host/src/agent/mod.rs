@@ -81,6 +81,8 @@ pub struct Agent {
     database: PgPool,
     limits: TurnLimits,
     policies: Arc<ToolPolicies>,
+    /// Offer grouped tools only after `host__activate` (see [`tools`]).
+    skills: bool,
 }
 
 /// How a model call ended.
@@ -116,6 +118,10 @@ struct Run<'a> {
     /// Call ids used in this turn, so every trace row and stored result has its own.
     call_ids: HashSet<String>,
     approvals_requested: u32,
+    /// The system prompt without the skills index (which changes as groups are activated).
+    system_prompt: String,
+    /// Estimated tokens of tool definitions not sent thanks to skills, over this stretch.
+    tokens_saved: i64,
 }
 
 impl Agent {
@@ -134,7 +140,15 @@ impl Agent {
             database,
             limits,
             policies: Arc::new(ToolPolicies::from_annotations()),
+            skills: false,
         }
+    }
+
+    /// The same agent with skills on or off: with skills, the model reads an index of the
+    /// servers' capability groups and gets a group's tools only after `host__activate(group)`.
+    pub fn with_skills(mut self, skills: bool) -> Self {
+        self.skills = skills;
+        self
     }
 
     /// The same agent with tool permissions tightened by configuration.
@@ -326,6 +340,7 @@ impl<'a> Run<'a> {
         events: &'a EventLog,
         cancel: &'a CancellationToken,
     ) -> Result<Run<'a>, Error> {
+        let system_prompt = prompts::system_prompt(&Utc::now().format("%Y-%m-%d").to_string());
         let mut run = Run {
             agent,
             turn,
@@ -333,11 +348,9 @@ impl<'a> Run<'a> {
             cancel,
             budget: Budget::new(),
             session: None,
-            tools: ToolSet::default(),
+            tools: ToolSet::new(agent.skills),
             conversation: Conversation {
-                system: Message::system(prompts::system_prompt(
-                    &Utc::now().format("%Y-%m-%d").to_string(),
-                )),
+                system: Message::system(system_prompt.clone()),
                 earlier: Vec::new(),
                 current: Vec::new(),
                 dropped_turns: 0,
@@ -345,6 +358,8 @@ impl<'a> Run<'a> {
             identical: HashMap::new(),
             call_ids: HashSet::new(),
             approvals_requested: 0,
+            system_prompt,
+            tokens_saved: 0,
         };
         let connector = &agent.internal_mcp;
         let connected = async {
@@ -389,6 +404,7 @@ impl<'a> Run<'a> {
         for turn_id in earlier {
             let events = self.events.read_turn(turn_id).await?;
             let events: Vec<TurnEvent> = events.into_iter().map(|stored| stored.event).collect();
+            self.replay_activations(&events);
             let messages = history::turn_messages(&events);
             if !messages.is_empty() {
                 self.conversation.earlier.push(messages);
@@ -406,6 +422,7 @@ impl<'a> Run<'a> {
                 self.call_ids.insert(call_id.clone());
             }
         }
+        self.replay_activations(&current);
         self.conversation.current = history::turn_messages(&current);
         if self.conversation.current.is_empty() {
             self.conversation
@@ -413,6 +430,33 @@ impl<'a> Run<'a> {
                 .push(Message::user(self.turn.question.clone()));
         }
         Ok(())
+    }
+
+    /// Groups the model activated earlier in the conversation stay active.
+    fn replay_activations(&mut self, events: &[TurnEvent]) {
+        let mut asked: HashMap<&str, &str> = HashMap::new();
+        for event in events {
+            match event {
+                TurnEvent::ToolCallStarted {
+                    call_id,
+                    server,
+                    tool,
+                    arguments,
+                } if server == HOST && tool == tools::ACTIVATE => {
+                    if let Some(group) = arguments.get("group").and_then(Value::as_str) {
+                        asked.insert(call_id, group);
+                    }
+                }
+                TurnEvent::ToolCallFinished { call_id, outcome }
+                    if outcome.status == CallStatus::Ok =>
+                {
+                    if let Some(group) = asked.remove(call_id.as_str()) {
+                        let _ = self.tools.activate(group);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Model call, tools, repeat, until the turn settles.
@@ -426,6 +470,15 @@ impl<'a> Run<'a> {
                 return self.capped(cap).await;
             }
             let specs = self.tools.specs();
+            self.conversation.system = Message::system(match self.tools.index() {
+                Some(index) => {
+                    self.tokens_saved += history::estimate_tools(&self.tools.all_specs()) as i64
+                        - history::estimate_tools(&specs) as i64
+                        - (index.len() / 4) as i64;
+                    format!("{}\n\n{index}", self.system_prompt)
+                }
+                None => self.system_prompt.clone(),
+            });
             let window = self.agent.provider.model().context_window as usize;
             let room = window
                 .saturating_sub(limits.max_output_tokens as usize)
@@ -610,7 +663,26 @@ impl<'a> Run<'a> {
         if server == HOST && tool == READ_RESULT {
             return self.read_result(call, &arguments).await;
         }
-        let Some(offered) = self.tools.get(&call.name).cloned() else {
+        if server == HOST && tool == tools::ACTIVATE && self.tools.index().is_some() {
+            return self.activate(call, &arguments).await;
+        }
+        let offered = self.tools.get(&call.name).cloned();
+        if let Some(OfferedTool {
+            group: Some(group), ..
+        }) = offered
+            .as_ref()
+            .filter(|offered| !self.tools.is_offered(offered))
+        {
+            let message = format!(
+                "Refused: {} belongs to the capability group {group:?}, which is not active. Call host__activate \
+                 with group {group:?} first.",
+                call.name
+            );
+            self.refuse(call, &tool, &arguments_for_trace, &message)
+                .await?;
+            return Ok(CallEnd::Done);
+        }
+        let Some(offered) = offered else {
             let message = format!(
                 "Refused: there is no tool named {:?}. The tools are: {}.",
                 call.name,
@@ -947,6 +1019,51 @@ impl<'a> Run<'a> {
         Ok(CallEnd::Done)
     }
 
+    /// `host__activate`: offers a capability group's tools from the next model call on.
+    async fn activate(
+        &mut self,
+        call: &ToolCall,
+        arguments: &Map<String, Value>,
+    ) -> Result<CallEnd, Error> {
+        let arguments_value = Value::Object(arguments.clone());
+        let errors = schema::validate(&self.tools.activate_spec().parameters, &arguments_value);
+        if !errors.is_empty() {
+            let message = format!("Refused: {}", errors.join("; "));
+            self.refuse(call, tools::ACTIVATE, &arguments_value, &message)
+                .await?;
+            return Ok(CallEnd::Done);
+        }
+        let group = arguments
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let text = match self.tools.activate(group) {
+            Ok(found) => format!(
+                "The group {group} is active; its tools are offered from your next step on: {}.",
+                found.tools.join(", ")
+            ),
+            Err(problem) => {
+                self.refuse(
+                    call,
+                    tools::ACTIVATE,
+                    &arguments_value,
+                    &format!("Refused: {problem}"),
+                )
+                .await?;
+                return Ok(CallEnd::Done);
+            }
+        };
+        let recorded = trace::record_without_result(
+            CallStatus::Ok,
+            tools::ACTIVATE,
+            &arguments_value,
+            &text,
+            0,
+        );
+        self.record(call, recorded).await?;
+        Ok(CallEnd::Done)
+    }
+
     /// `host__read_result`: the next page of a result of this conversation.
     async fn read_result(
         &mut self,
@@ -1092,6 +1209,14 @@ impl<'a> Run<'a> {
         }
         if let Some(session) = self.session.take() {
             session.close().await;
+        }
+        if self.tools.index().is_some() {
+            tracing::info!(
+                turn = %self.turn.turn_id,
+                tokens_saved = self.tokens_saved,
+                model_calls = self.budget.model_calls,
+                "skills: tool definitions not sent"
+            );
         }
         self.agent.set_status(self.turn.turn_id, status).await?;
         self.append(TurnEvent::TurnFinished {

@@ -68,6 +68,7 @@ mod tests {
             description: String::new(),
             input_schema: json!({"type": "object"}),
             read_only,
+            group: None,
         }
     }
 

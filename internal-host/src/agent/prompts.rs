@@ -23,6 +23,10 @@ invent a confirmation token. While a plan waits, say what you proposed and stop.
 
 Today is {today}.";
 
+/// Heads the index of capability groups (skills) in the system prompt.
+pub const SKILLS_INDEX: &str = "Capability groups. Their tools are offered only once you activate a group: call \
+host__activate with the group's name (activate only what the question needs).";
+
 /// What the model reads instead of a plan's result: the change waits for a person.
 pub const WAITING_FOR_APPROVAL: &str = "Nothing has changed yet: this change waits for the user's approval. \
 The plan is shown to the user, who will confirm or reject it; you will be told the outcome. \
@@ -66,6 +70,7 @@ mod tests {
     fn rendered() -> String {
         [
             ("system_prompt", system_prompt("2026-12-02")),
+            ("skills_index", SKILLS_INDEX.to_owned()),
             ("waiting_for_approval", WAITING_FOR_APPROVAL.to_owned()),
             (
                 "self_confirmation_refused",

@@ -1,8 +1,12 @@
 //! The tools a turn offers the model: each server's tools namespaced as `<server>__<tool>` (one
 //! function builds the name, one splits it), minus the denied ones, with the schema the model sees
 //! (never a `confirmation_token` argument: only the host confirms), plus the host's own tools.
+//!
+//! With skills on, a tool the server put in a capability group is offered only once the model
+//! activated its group with `host__activate(group)`; until then the model reads a short index of
+//! the groups instead of every definition, which is where the tokens are saved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -16,6 +20,8 @@ pub const SEPARATOR: &str = "__";
 pub const HOST: &str = "host";
 /// `host__read_result(call_id, offset)`: the next page of a result that was cut.
 pub const READ_RESULT: &str = "read_result";
+/// `host__activate(group)`: offers a capability group's tools from the next model call on.
+pub const ACTIVATE: &str = "activate";
 /// The argument of two-step tools that carries the server's confirmation token. The model is
 /// never offered it and a call that carries it is refused.
 pub const CONFIRMATION_TOKEN_ARGUMENT: &str = "confirmation_token";
@@ -31,12 +37,25 @@ pub(crate) struct OfferedTool {
     /// The schema the model sees and the arguments are checked against.
     pub schema: Value,
     pub description: String,
+    /// The capability group the server put the tool in.
+    pub group: Option<String>,
+}
+
+/// A capability group of the turn's tools.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub description: String,
+    pub tools: Vec<String>,
 }
 
 /// The tools of one turn, by namespaced name.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ToolSet {
     tools: BTreeMap<String, OfferedTool>,
+    /// Offer grouped tools only once their group is active.
+    skills: bool,
+    groups: BTreeMap<String, Group>,
+    active: BTreeSet<String>,
 }
 
 /// `internal-mcp` + `run_select` → `internal-mcp__run_select`.
@@ -52,6 +71,13 @@ pub fn split_name(name: &str) -> Option<(&str, &str)> {
 }
 
 impl ToolSet {
+    pub fn new(skills: bool) -> Self {
+        Self {
+            skills,
+            ..Self::default()
+        }
+    }
+
     /// Adds a server's tools under `policies`; denied tools are left out entirely.
     pub fn add_server(&mut self, server: &str, tools: &[ToolDescription], policies: &ToolPolicies) {
         for tool in tools {
@@ -67,9 +93,22 @@ impl ToolSet {
                      the user, who confirms or rejects it; you are told the outcome.]",
                 );
             }
+            let qualified = qualified_name(server, &tool.name);
+            let group = tool.group.as_ref().map(|group| {
+                self.groups
+                    .entry(group.name.clone())
+                    .or_insert_with(|| Group {
+                        description: group.description.clone(),
+                        tools: Vec::new(),
+                    })
+                    .tools
+                    .push(qualified.clone());
+                group.name.clone()
+            });
             self.tools.insert(
-                qualified_name(server, &tool.name),
+                qualified,
                 OfferedTool {
+                    group,
                     server: server.to_owned(),
                     tool: tool.name.clone(),
                     permission,
@@ -85,25 +124,105 @@ impl ToolSet {
         self.tools.get(qualified)
     }
 
-    /// What the model is offered: the servers' tools, then the host's.
+    /// False for a grouped tool whose group is not active yet (with skills on).
+    pub fn is_offered(&self, tool: &OfferedTool) -> bool {
+        !self.skills
+            || tool
+                .group
+                .as_ref()
+                .is_none_or(|group| self.active.contains(group))
+    }
+
+    /// Activates `group`; its tools are offered from the next model call on.
+    pub fn activate(&mut self, group: &str) -> Result<&Group, String> {
+        match self.groups.get(group) {
+            Some(found) => {
+                self.active.insert(group.to_owned());
+                Ok(found)
+            }
+            None => Err(format!(
+                "there is no capability group {group:?}; the groups are: {}",
+                self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// With skills on and groups to offer: the index the model reads in place of their tools.
+    pub fn index(&self) -> Option<String> {
+        if !self.skills || self.groups.is_empty() {
+            return None;
+        }
+        let lines: Vec<String> = self
+            .groups
+            .iter()
+            .map(|(name, group)| {
+                let state = if self.active.contains(name) {
+                    "active"
+                } else {
+                    "not active"
+                };
+                format!(
+                    "- {name} ({} tools, {state}): {}",
+                    group.tools.len(),
+                    group.description
+                )
+            })
+            .collect();
+        Some(format!(
+            "{}\n{}",
+            super::prompts::SKILLS_INDEX,
+            lines.join("\n")
+        ))
+    }
+
+    /// Every tool's definition, as the model would get them without skills.
+    pub fn all_specs(&self) -> Vec<ToolSpec> {
+        self.specs_where(|_| true)
+    }
+
+    /// What the model is offered: the servers' tools (of active groups), then the host's.
     pub fn specs(&self) -> Vec<ToolSpec> {
+        self.specs_where(|tool| self.is_offered(tool))
+    }
+
+    fn specs_where(&self, offered: impl Fn(&OfferedTool) -> bool) -> Vec<ToolSpec> {
         let mut specs: Vec<ToolSpec> = self
             .tools
             .iter()
+            .filter(|(_, tool)| offered(tool))
             .map(|(name, tool)| ToolSpec {
                 name: name.clone(),
                 description: tool.description.clone(),
                 parameters: tool.schema.clone(),
             })
             .collect();
+        if self.skills && !self.groups.is_empty() {
+            specs.push(self.activate_spec());
+        }
         specs.push(read_result_spec());
         specs
     }
 
+    /// `host__activate`, with the group names as its enum.
+    pub fn activate_spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: qualified_name(HOST, ACTIVATE),
+            description: "Activate a capability group from the index in the system prompt: its tools are offered to \
+                          you from your next step on."
+                .to_owned(),
+            parameters: json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "group": {"type": "string", "enum": self.groups.keys().collect::<Vec<_>>()}
+                },
+                "required": ["group"]
+            }),
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tools.keys().cloned().collect();
-        names.push(qualified_name(HOST, READ_RESULT));
-        names
+        self.specs().into_iter().map(|spec| spec.name).collect()
     }
 }
 
@@ -175,12 +294,14 @@ mod tests {
                 "required": ["incident", "note"]
             }),
             read_only: false,
+            group: None,
         };
         let select = ToolDescription {
             name: "run_select".into(),
             description: "Run SQL.".into(),
             input_schema: json!({"type": "object", "properties": {"sql": {"type": "string"}}}),
             read_only: true,
+            group: None,
         };
         let mut set = ToolSet::default();
         let policies =

@@ -1184,3 +1184,122 @@ async fn a_metric_series_result_is_drawn_as_a_chart() {
             .all(|pair| pair[0].at < pair[1].at)
     );
 }
+
+/// Estimated tokens of what a request spends on instructions and tool definitions.
+fn overhead_tokens(request: &Request) -> usize {
+    let system = request
+        .messages
+        .iter()
+        .filter(|message| message.role == Role::System)
+        .map(|message| message.content.len())
+        .sum::<usize>();
+    (system + serde_json::to_string(&request.tools).unwrap().len()) / 4
+}
+
+#[tokio::test]
+async fn with_skills_the_model_gets_a_groups_tools_only_after_activating_it() {
+    let harness = harness(
+        "marcus",
+        TurnLimits::DEFAULT,
+        vec![
+            // Without skills, for comparison.
+            Reply::Events(answer("Plain.")),
+            // With skills: a tool of an inactive group is refused; activating the group offers it.
+            calls(vec![
+                call(
+                    "early",
+                    "internal-mcp__run_select",
+                    json!({"sql": "SELECT 1 AS one"}),
+                ),
+                call("on", "host__activate", json!({"group": "sql"})),
+            ]),
+            calls(vec![call(
+                "select",
+                "internal-mcp__run_select",
+                json!({"sql": "SELECT 1 AS one"}),
+            )]),
+            Reply::Events(answer("One.")),
+            // The next turn of the conversation keeps the group active.
+            Reply::Events(answer("Still one.")),
+        ],
+    )
+    .await;
+    let plain = harness.turn("Plain?").await;
+    assert_eq!(harness.run(&plain).await, TurnStatus::Completed);
+    let with_skills = harness.agent.clone().with_skills(true);
+    let turn = harness.turn("One?").await;
+    let status = with_skills
+        .run_turn(&turn, &harness.events, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(status, TurnStatus::Completed);
+
+    let requests = harness.model.requests();
+    let names = |request: &Request| -> Vec<String> {
+        request.tools.iter().map(|tool| tool.name.clone()).collect()
+    };
+    assert!(names(&requests[0]).contains(&"internal-mcp__run_select".to_owned()));
+    let first = names(&requests[1]);
+    assert_eq!(
+        first,
+        ["host__activate", "host__read_result"],
+        "only the index at first"
+    );
+    let system = &requests[1].messages[0].content;
+    assert!(system.contains("Capability groups"), "{system}");
+    assert!(system.contains("- sql (4 tools, not active)"), "{system}");
+    assert!(
+        system.contains("- incidents (5 tools, not active)"),
+        "{system}"
+    );
+    let results = tool_results(&requests[2]);
+    assert!(
+        results[0].1.contains("which is not active"),
+        "{}",
+        results[0].1
+    );
+    assert!(
+        results[1].1.contains("internal-mcp__run_select"),
+        "{}",
+        results[1].1
+    );
+    let second = names(&requests[2]);
+    assert!(
+        second.contains(&"internal-mcp__run_select".to_owned()),
+        "{second:?}"
+    );
+    assert!(
+        !second.contains(&"internal-mcp__annotate_incident".to_owned()),
+        "{second:?}"
+    );
+    assert!(
+        requests[2].messages[0]
+            .content
+            .contains("- sql (4 tools, active)")
+    );
+    let finished = finished_calls(&harness.events_of(&turn).await);
+    assert_eq!(
+        finished.last().map(|(_, status, _)| *status),
+        Some(CallStatus::Ok)
+    );
+
+    let next = harness.turn("And now?").await;
+    with_skills
+        .run_turn(&next, &harness.events, CancellationToken::new())
+        .await
+        .unwrap();
+    let last = harness.model.requests().pop().unwrap();
+    assert!(names(&last).contains(&"internal-mcp__run_select".to_owned()));
+
+    let without = overhead_tokens(&requests[0]);
+    let before_activation = overhead_tokens(&requests[1]);
+    let after_activation = overhead_tokens(&requests[2]);
+    eprintln!(
+        "instructions and tool definitions per model call: {without} tokens without skills; with skills \
+         {before_activation} before activating a group and {after_activation} with sql active \
+         (saved {} and {})",
+        without - before_activation,
+        without - after_activation
+    );
+    assert!(before_activation < without && after_activation < without);
+}

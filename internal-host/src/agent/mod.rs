@@ -74,7 +74,7 @@ pub enum Decision {
 }
 
 /// Runs turns. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Agent {
     provider: Arc<dyn Provider>,
     internal_mcp: McpConnector,

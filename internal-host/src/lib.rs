@@ -5,6 +5,7 @@
 //! (sessions, conversations, turns, the event log, approvals) lives in its own schema, owned by its
 //! own database role, which has no privilege on the product's tables.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -51,6 +51,15 @@ pub struct ToolDescription {
     pub input_schema: Value,
     /// Annotated read-only and not destructive: runs without asking the user.
     pub read_only: bool,
+    /// The capability group the server puts the tool in (its `_meta["dual-mcp/group"]`), if any.
+    pub group: Option<ToolGroup>,
+}
+
+/// A capability group of a server's tools (a "skill"), as the server describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolGroup {
+    pub name: String,
+    pub description: String,
 }
 
 /// What a tool call returned, capped for the model's context.
@@ -170,13 +179,27 @@ fn describe(tool: &Tool) -> ToolDescription {
     let annotations = tool.annotations.as_ref();
     let read_only = annotations.and_then(|a| a.read_only_hint) == Some(true)
         && annotations.and_then(|a| a.destructive_hint) != Some(true);
+    let group = tool
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.0.get(GROUP_META_KEY))
+        .and_then(|group| {
+            Some(ToolGroup {
+                name: group.get("name")?.as_str()?.to_owned(),
+                description: group.get("description")?.as_str()?.to_owned(),
+            })
+        });
     ToolDescription {
         name: tool.name.to_string(),
         description: tool.description.as_deref().unwrap_or_default().to_owned(),
         input_schema: Value::Object((*tool.input_schema).clone()),
         read_only,
+        group,
     }
 }
+
+/// The tool `_meta` key of a capability group (internal-mcp's `server::GROUP_META_KEY`).
+pub const GROUP_META_KEY: &str = "dual-mcp/group";
 
 fn outcome(result: &CallToolResult, max_chars: usize, duration: Duration) -> ToolOutcome {
     let full: String = result

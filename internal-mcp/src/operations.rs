@@ -3,7 +3,10 @@
 //!
 //! Each takes two calls, and the server, not the model's host, enforces it:
 //! 1. Without `confirmation_token`, the tool only reads: it returns the plan (exactly what would
-//!    change) and a one-time confirmation token, valid for a few minutes.
+//!    change) and a one-time confirmation token, valid for a few minutes. The token travels only in
+//!    the result's `_meta` ([`CONFIRMATION_META_KEY`]), never in the content a model reads: the
+//!    host shows the plan to a person and makes the second call itself once they confirm. A model
+//!    that only sees the content cannot confirm on its own.
 //! 2. With the token and the same arguments, it executes the plan.
 //!
 //! A token is random (256 bits); only its SHA-256 is stored, with the user, the organisation, the
@@ -37,6 +40,8 @@ use crate::reader::Reader;
 pub const MAX_PLANS_PER_MINUTE: i64 = 30;
 /// The argument every two-step tool takes its confirmation token in.
 pub const CONFIRMATION_TOKEN_ARGUMENT: &str = "confirmation_token";
+/// The result `_meta` key that carries an issued confirmation: `{"token", "expires_at", "tool"}`.
+pub const CONFIRMATION_META_KEY: &str = "dual-mcp/confirmation";
 /// Prefix of confirmation tokens, so they are recognisable in logs and never mistaken for credentials.
 const TOKEN_PREFIX: &str = "imc_";
 /// The longest incident note the domain layer accepts.
@@ -104,6 +109,43 @@ pub struct TransitionIncidentArguments {
 pub enum IncidentAction {
     Acknowledge,
     Resolve,
+}
+
+/// What a privileged operation answers: the result the caller reads, the rows it touched (for the
+/// audit trail), and, for a plan, the confirmation that goes into the result's `_meta` only.
+#[derive(Debug, Clone)]
+pub struct OperationOutcome {
+    pub answer: Value,
+    pub rows: usize,
+    pub confirmation: Option<IssuedConfirmation>,
+}
+
+/// A confirmation token just issued, for the result's `_meta`. Never printed.
+#[derive(Clone, Serialize)]
+pub struct IssuedConfirmation {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub tool: String,
+}
+
+impl std::fmt::Debug for IssuedConfirmation {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("IssuedConfirmation")
+            .field("tool", &self.tool)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OperationOutcome {
+    fn done(answer: Value, rows: usize) -> Self {
+        Self {
+            answer,
+            rows,
+            confirmation: None,
+        }
+    }
 }
 
 /// What acknowledging a service's alerts would change.
@@ -182,7 +224,7 @@ impl Operations {
         &self,
         call: &ToolCall,
         arguments: &AcknowledgeServiceAlertsArguments,
-    ) -> Result<(Value, usize), Error> {
+    ) -> Result<OperationOutcome, Error> {
         const TOOL: &str = "acknowledge_service_alerts";
         let caller = &call.caller;
         let Some(token) = arguments.confirmation_token.as_deref() else {
@@ -190,7 +232,7 @@ impl Operations {
                 .plan_acknowledgement(caller, &arguments.service)
                 .await?;
             if plan.alerts.is_empty() {
-                return Ok((
+                return Ok(OperationOutcome::done(
                     json!({
                         "status": "nothing_to_do",
                         "plan": {"service": plan.service, "alerts": []},
@@ -206,7 +248,7 @@ impl Operations {
                 "alerts": plan.alerts,
             });
             let rows = plan.alerts.len();
-            return Ok((self.issue(call, TOOL, &plan, summary).await?, rows));
+            return self.issue(call, TOOL, &plan, summary, rows).await;
         };
         let plan: AcknowledgePlan = self.consume(call, TOOL, token).await?;
         // The domain layer acknowledges whatever is firing now; refuse if that is no longer what
@@ -232,7 +274,7 @@ impl Operations {
             .acknowledge_service_alerts(plan.service_id, &planned_ids)
             .await?;
         let rows = acknowledged.len();
-        Ok((
+        Ok(OperationOutcome::done(
             json!({"status": "done", "service": plan.service, "acknowledged_alert_ids": acknowledged}),
             rows,
         ))
@@ -243,7 +285,7 @@ impl Operations {
         &self,
         call: &ToolCall,
         arguments: &AnnotateIncidentArguments,
-    ) -> Result<(Value, usize), Error> {
+    ) -> Result<OperationOutcome, Error> {
         const TOOL: &str = "annotate_incident";
         let caller = &call.caller;
         let note = arguments.note.trim();
@@ -267,7 +309,7 @@ impl Operations {
                 "action": "add this note to the incident's timeline, as you",
                 "incident": plan.incident, "title": plan.title, "note": plan.note,
             });
-            return Ok((self.issue(call, TOOL, &plan, summary).await?, 1));
+            return self.issue(call, TOOL, &plan, summary, 1).await;
         };
         let plan: AnnotatePlan = self.consume(call, TOOL, token).await?;
         let tenant = Tenant::new(
@@ -278,7 +320,7 @@ impl Operations {
         let created = tenant
             .add_incident_note(plan.incident_id, &plan.note, None)
             .await?;
-        Ok((
+        Ok(OperationOutcome::done(
             json!({"status": "done", "incident": plan.incident, "event": created.resource}),
             1,
         ))
@@ -289,7 +331,7 @@ impl Operations {
         &self,
         call: &ToolCall,
         arguments: &SilenceMonitorArguments,
-    ) -> Result<(Value, usize), Error> {
+    ) -> Result<OperationOutcome, Error> {
         const TOOL: &str = "silence_monitor";
         let caller = &call.caller;
         let longest = u32::try_from(MAX_SILENCE.num_minutes()).unwrap_or(u32::MAX);
@@ -308,7 +350,7 @@ impl Operations {
                 "minutes": plan.minutes,
                 "silenced_until_if_confirmed_now": Utc::now() + Duration::minutes(i64::from(plan.minutes)),
             });
-            return Ok((self.issue(call, TOOL, &plan, summary).await?, 1));
+            return self.issue(call, TOOL, &plan, summary, 1).await;
         };
         let plan: SilencePlan = self.consume(call, TOOL, token).await?;
         let tenant = Tenant::new(
@@ -319,7 +361,10 @@ impl Operations {
         let monitor = tenant
             .silence_monitor(plan.monitor_id, Duration::minutes(i64::from(plan.minutes)))
             .await?;
-        Ok((json!({"status": "done", "monitor": monitor}), 1))
+        Ok(OperationOutcome::done(
+            json!({"status": "done", "monitor": monitor}),
+            1,
+        ))
     }
 
     /// Acknowledges or resolves an incident.
@@ -327,7 +372,7 @@ impl Operations {
         &self,
         call: &ToolCall,
         arguments: &TransitionIncidentArguments,
-    ) -> Result<(Value, usize), Error> {
+    ) -> Result<OperationOutcome, Error> {
         const TOOL: &str = "transition_incident";
         let caller = &call.caller;
         let note = arguments
@@ -364,7 +409,7 @@ impl Operations {
                 "action": "change the incident's status, as you",
                 "incident": plan.incident, "title": plan.title, "from": plan.from, "to": plan.to, "note": plan.note,
             });
-            return Ok((self.issue(call, TOOL, &plan, summary).await?, 1));
+            return self.issue(call, TOOL, &plan, summary, 1).await;
         };
         let plan: TransitionPlan = self.consume(call, TOOL, token).await?;
         let tenant = Tenant::new(
@@ -375,17 +420,22 @@ impl Operations {
         let incident = tenant
             .transition_incident(plan.incident_id, transition, plan.note.as_deref())
             .await?;
-        Ok((json!({"status": "done", "incident": incident}), 1))
+        Ok(OperationOutcome::done(
+            json!({"status": "done", "incident": incident}),
+            1,
+        ))
     }
 
-    /// Stores the plan under a new token and returns the first step's answer.
+    /// Stores the plan under a new token and returns the first step's answer: the plan in the
+    /// content, the token apart for the result's `_meta`.
     async fn issue<P: Serialize>(
         &self,
         call: &ToolCall,
         tool: &str,
         plan: &P,
         summary: Value,
-    ) -> Result<Value, Error> {
+        rows: usize,
+    ) -> Result<OperationOutcome, Error> {
         let caller = &call.caller;
         let digest = call.arguments_digest();
         let recent: i64 = sqlx::query_scalar(
@@ -420,16 +470,26 @@ impl Operations {
         .bind(lifetime)
         .fetch_one(&self.privileged)
         .await?;
-        Ok(json!({
+        let answer = json!({
             "status": "confirmation_required",
             "plan": summary,
-            "confirmation_token": token,
             "expires_at": expires_at,
             "next_step": format!(
-                "Nothing has changed yet. To execute exactly this plan, call {tool} again with the same arguments \
-                 plus confirmation_token; the token works once, only for you, until expires_at."
+                "Nothing has changed yet. A person must approve this plan: show it to the user. The confirmation \
+                 token is in this result's _meta (\"{CONFIRMATION_META_KEY}\"), for the host, not the model; once \
+                 the user confirms, the host calls {tool} again with the same arguments plus confirmation_token. \
+                 It works once, only for this user, until expires_at."
             ),
-        }))
+        });
+        Ok(OperationOutcome {
+            answer,
+            rows,
+            confirmation: Some(IssuedConfirmation {
+                token,
+                expires_at,
+                tool: tool.to_owned(),
+            }),
+        })
     }
 
     /// Consumes a token for this caller, tool and arguments, returning its plan; or says precisely

@@ -16,9 +16,9 @@ use rmcp::handler::server::tool::{Extension, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, MetaObject,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::schemars;
 use rmcp::service::RequestContext;
@@ -37,13 +37,17 @@ use crate::auth::Caller;
 use crate::config::{Component, Endpoint};
 use crate::error::Error;
 use crate::operations::{
-    AcknowledgeServiceAlertsArguments, AnnotateIncidentArguments, SilenceMonitorArguments,
-    TransitionIncidentArguments,
+    AcknowledgeServiceAlertsArguments, AnnotateIncidentArguments, CONFIRMATION_META_KEY,
+    OperationOutcome, SilenceMonitorArguments, TransitionIncidentArguments,
 };
 use crate::policy;
 use crate::schema;
 
 const TABLES_RESOURCE: &str = "schema://tables";
+/// The tool `_meta` key naming the capability group a tool belongs to, with the group's
+/// description: `{"name": "sql", "description": "..."}`. A host may show a model a short index of
+/// groups and offer a group's tools only once the model asks for it (skills).
+pub const GROUP_META_KEY: &str = "dual-mcp/group";
 const TABLE_RESOURCE_PREFIX: &str = "schema://table/";
 
 /// One endpoint's MCP server. Built per request (the HTTP transport is stateless), so it holds
@@ -99,11 +103,24 @@ impl InternalMcpServer {
     pub fn tools_for(endpoint: Endpoint) -> ToolRouter<InternalMcpServer> {
         let mut router = ToolRouter::new();
         for component in endpoint.components() {
-            router += match component {
+            let mut tools = match component {
                 Component::Sql => Self::sql_tools(),
                 Component::Metrics => Self::metrics_tools(),
                 Component::Incidents => Self::incident_tools(),
             };
+            let (name, description) = group_of(*component);
+            for route in tools.map.values_mut() {
+                route
+                    .attr
+                    .meta
+                    .get_or_insert_with(|| MetaObject(serde_json::Map::new()))
+                    .0
+                    .insert(
+                        GROUP_META_KEY.to_owned(),
+                        json!({"name": name, "description": description}),
+                    );
+            }
+            router += tools;
         }
         router
     }
@@ -517,10 +534,17 @@ impl ServerHandler for InternalMcpServer {
         };
 
         context.extensions.insert(call.clone());
-        let response = self
-            .tools
-            .call(ToolCallContext::new(self, request, context))
-            .await;
+        // A client that goes away (the host's Stop button) cancels the request's token: the tool's
+        // future is dropped rather than left running unobserved, and the audit row says so.
+        let cancelled = context.ct.clone();
+        let response = tokio::select! {
+            response = self.tools.call(ToolCallContext::new(self, request, context)) => response,
+            () = cancelled.cancelled() => {
+                let message = "cancelled by the client before it finished".to_owned();
+                self.audit(&call, &tool, arguments, started, Some(message.clone())).await;
+                return Err(ErrorData::internal_error(message, None));
+            }
+        };
         let error = match &response {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
                 Some(first_text(result))
@@ -621,6 +645,25 @@ impl ServerHandler for InternalMcpServer {
     }
 }
 
+/// A component's capability group as hosts show it to a model: its name and what it is for.
+pub fn group_of(component: Component) -> (&'static str, &'static str) {
+    match component {
+        Component::Sql => (
+            "sql",
+            "Read-only SQL over the organisation's data: list and describe tables, explain and run one SELECT.",
+        ),
+        Component::Metrics => (
+            "metrics",
+            "Metric analytics: anomaly windows, error-budget (SLO) burn, noisy alert rules.",
+        ),
+        Component::Incidents => (
+            "incidents",
+            "Incidents: explain one (deploys and metric changes before it), and changes that need the user's \
+             approval: annotate, acknowledge, resolve, acknowledge a service's alerts, silence a monitor; the audit trail.",
+        ),
+    }
+}
+
 /// The caller the authentication middleware verified for this request.
 fn caller_of(context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
     context
@@ -642,11 +685,29 @@ fn respond<T: Serialize>(result: Result<T, Error>) -> CallToolResult {
     }
 }
 
-fn operation_result(call: &ToolCall, result: Result<(Value, usize), Error>) -> CallToolResult {
-    respond(result.map(|(value, rows)| {
-        call.record_rows(rows);
-        value
-    }))
+/// A privileged operation's result. An issued confirmation token goes into the result's `_meta`
+/// under [`CONFIRMATION_META_KEY`] and nowhere else: not in the structured content, not in the text
+/// copy a model reads. The host holding the session reads it and confirms only after a person did.
+fn operation_result(call: &ToolCall, result: Result<OperationOutcome, Error>) -> CallToolResult {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => return error.into_tool_result(),
+    };
+    call.record_rows(outcome.rows);
+    let mut result = CallToolResult::structured(outcome.answer);
+    if let Some(confirmation) = outcome.confirmation {
+        let mut meta = serde_json::Map::new();
+        meta.insert(
+            CONFIRMATION_META_KEY.to_owned(),
+            json!({
+                "token": confirmation.token,
+                "expires_at": confirmation.expires_at,
+                "tool": confirmation.tool,
+            }),
+        );
+        result.meta = Some(MetaObject(meta));
+    }
+    result
 }
 
 fn first_text(result: &CallToolResult) -> String {
@@ -692,6 +753,12 @@ mod tests {
                 tool.name
             );
             assert_eq!(annotations.open_world_hint, Some(false), "{}", tool.name);
+            let group = &tool.meta.as_ref().expect("a tool has _meta").0[GROUP_META_KEY];
+            assert!(
+                group["name"].is_string() && group["description"].is_string(),
+                "{}",
+                tool.name
+            );
         }
     }
 

@@ -26,6 +26,7 @@ async fn the_host_migrates_its_own_schema_and_cannot_read_product_tables() {
             "conversations",
             "events",
             "sessions",
+            "tool_results",
             "turns"
         ]
     );

@@ -1,6 +1,7 @@
 //! internal-host's integration tests: one binary, modules by feature, against PostgreSQL from the
 //! harness and the real internal-mcp served over HTTP.
 
+mod agent;
 mod database;
 mod llm_anthropic;
 mod llm_openai;

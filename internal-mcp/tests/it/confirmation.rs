@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use internal_mcp::config::Endpoint;
+use internal_mcp::operations::CONFIRMATION_META_KEY;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{Client, TestApp, call, database_fingerprint, failure, success};
+use crate::support::{Client, TestApp, call, database_fingerprint, failure, success, text};
 
 /// The service whose alerts the tests acknowledge: the one with a firing, unacknowledged alert.
 async fn service_with_unacknowledged_alerts(app: &TestApp, slug: &str) -> String {
@@ -38,10 +39,20 @@ async fn unacknowledged(app: &TestApp, service: &str, slug: &str) -> Vec<Uuid> {
     .unwrap()
 }
 
+/// The plan and its token. The token travels only in the result's `_meta`: neither the structured
+/// content nor the text a model reads carries it.
 async fn plan(client: &Client, tool: &str, arguments: Value) -> (Value, String) {
-    let planned = success(&call(client, tool, arguments).await);
+    let result = call(client, tool, arguments).await;
+    let planned = success(&result);
     assert_eq!(planned["status"], "confirmation_required", "{planned}");
-    let token = planned["confirmation_token"].as_str().unwrap().to_owned();
+    let meta = result.meta.as_ref().expect("a plan carries _meta");
+    let confirmation = &meta.0[CONFIRMATION_META_KEY];
+    assert_eq!(confirmation["tool"], tool);
+    assert!(confirmation["expires_at"].is_string(), "{confirmation}");
+    let token = confirmation["token"].as_str().unwrap().to_owned();
+    assert!(planned.get("confirmation_token").is_none(), "{planned}");
+    assert!(!planned.to_string().contains(&token));
+    assert!(!text(&result).contains(&token), "the token is in the text");
     (planned, token)
 }
 

@@ -4,3 +4,6 @@
 mod database;
 mod mcp;
 mod support;
+mod web;
+mod web_sse;
+mod web_support;

@@ -1,6 +1,6 @@
 //! The `internal-host` command line: `serve` runs the assistant. Secrets (the database URL, the
-//! credential signing key) come from the environment or a file, never from a flag, and never
-//! print; unknown flags and values are errors.
+//! credential signing key, the OAuth client secret) come from the environment or a file, never
+//! from a flag, and never print; unknown flags and values are errors.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::app::{AppState, serve};
-use crate::config::{Config, CredentialKey, McpLimits};
+use crate::config::{ClientSecret, Config, CredentialKey, McpLimits, SignInConfig};
 use crate::error::Error;
 
 #[derive(Debug, Parser)]
@@ -34,6 +34,8 @@ pub enum Command {
 /// The environment variable that may hold the credential signing key itself (the key internal-mcp
 /// verifies with, so the same variable as internal-mcp's).
 pub const SIGNING_KEY_ENV: &str = "INTERNAL_MCP_SIGNING_KEY";
+/// The environment variable that may hold the OAuth client secret itself.
+pub const CLIENT_SECRET_ENV: &str = "INTERNAL_HOST_OAUTH_CLIENT_SECRET";
 
 #[derive(Debug, Args)]
 pub struct ServeArguments {
@@ -59,6 +61,37 @@ pub struct ServeArguments {
     /// Tool results longer than this many characters are cut before the model reads them.
     #[arg(long, default_value_t = McpLimits::DEFAULT.max_result_chars)]
     pub max_result_chars: usize,
+    /// The URL browsers use to reach the host (cookies are Secure when it is https; the OAuth
+    /// redirect URI is `<public url>/auth/callback`).
+    #[arg(
+        long,
+        env = "INTERNAL_HOST_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8092"
+    )]
+    pub public_url: String,
+    /// The product's OAuth authorization server (demo-backend's base URL).
+    #[arg(
+        long,
+        env = "INTERNAL_HOST_OAUTH_ISSUER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub oauth_issuer: String,
+    /// The host's client id at the authorization server.
+    #[arg(
+        long,
+        env = "INTERNAL_HOST_OAUTH_CLIENT_ID",
+        default_value = "internal-host"
+    )]
+    pub oauth_client_id: String,
+    /// A file holding the OAuth client secret (or set INTERNAL_HOST_OAUTH_CLIENT_SECRET).
+    #[arg(long, env = "INTERNAL_HOST_OAUTH_CLIENT_SECRET_FILE")]
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// How long start-up waits for the authorization server's metadata before giving up.
+    #[arg(long, default_value_t = 30)]
+    pub oauth_discovery_seconds: u64,
+    /// Sessions end this many hours after sign-in.
+    #[arg(long, env = "INTERNAL_HOST_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: u64,
 }
 
 /// A database URL that never prints.
@@ -90,6 +123,18 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
     let mut config = Config::new(arguments.database_url.0, arguments.internal_mcp_url, key);
     config.mcp_limits.call_timeout = Duration::from_secs(arguments.mcp_timeout_seconds);
     config.mcp_limits.max_result_chars = arguments.max_result_chars;
+    config.web.public_url = arguments.public_url.trim_end_matches('/').to_owned();
+    config.web.session_lifetime = Duration::from_secs(arguments.session_hours.saturating_mul(3600));
+    config.web.sign_in = Some(SignInConfig {
+        issuer: arguments.oauth_issuer.trim_end_matches('/').to_owned(),
+        client_id: arguments.oauth_client_id,
+        client_secret: ClientSecret::new(read_secret_text(
+            arguments.oauth_client_secret_file.as_deref(),
+            CLIENT_SECRET_ENV,
+            "the OAuth client secret",
+        )?),
+        discovery_timeout: Duration::from_secs(arguments.oauth_discovery_seconds),
+    });
     let state = AppState::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(arguments.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "internal-host listening");
@@ -102,16 +147,20 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
 
 /// The key from the file or the environment, exactly one of the two.
 fn read_key(file: Option<&std::path::Path>) -> Result<CredentialKey, Error> {
-    let from_env = std::env::var_os(SIGNING_KEY_ENV);
-    let bytes = match (file, from_env) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Startup(format!(
-                "give the signing key either in a file or in {SIGNING_KEY_ENV}, not both"
-            )));
-        }
+    CredentialKey::new(read_secret(file, SIGNING_KEY_ENV, "the signing key")?)
+}
+
+/// A secret from a file (trailing newlines dropped) or the environment variable `env`, exactly
+/// one of the two.
+fn read_secret(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<Vec<u8>, Error> {
+    let from_env = std::env::var_os(env);
+    match (file, from_env) {
+        (Some(_), Some(_)) => Err(Error::Startup(format!(
+            "give {what} either in a file or in {env}, not both"
+        ))),
         (Some(path), None) => {
             let mut bytes = std::fs::read(path).map_err(|error| {
-                Error::Startup(format!("cannot read the signing key file: {error}"))
+                Error::Startup(format!("cannot read the file of {what}: {error}"))
             })?;
             while bytes
                 .last()
@@ -119,14 +168,20 @@ fn read_key(file: Option<&std::path::Path>) -> Result<CredentialKey, Error> {
             {
                 bytes.pop();
             }
-            bytes
+            Ok(bytes)
         }
-        (None, Some(value)) => value.into_encoded_bytes(),
-        (None, None) => {
-            return Err(Error::Startup(format!(
-                "no signing key: set {SIGNING_KEY_ENV} or INTERNAL_MCP_SIGNING_KEY_FILE"
-            )));
-        }
-    };
-    CredentialKey::new(bytes)
+        (None, Some(value)) => Ok(value.into_encoded_bytes()),
+        (None, None) => Err(Error::Startup(format!(
+            "no {what}: set {env} or {env}_FILE"
+        ))),
+    }
+}
+
+fn read_secret_text(
+    file: Option<&std::path::Path>,
+    env: &str,
+    what: &str,
+) -> Result<String, Error> {
+    String::from_utf8(read_secret(file, env, what)?)
+        .map_err(|_| Error::Startup(format!("{what} is not UTF-8")))
 }

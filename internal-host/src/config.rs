@@ -1,6 +1,7 @@
 //! The host's configuration, validated before anything starts: where its own database is, which
-//! internal-mcp it calls, the key it signs internal-mcp credentials with, and the limits on every
-//! MCP call. Secrets are wrapped so that they never print.
+//! internal-mcp it calls, the key it signs internal-mcp credentials with, the limits on every
+//! MCP call, and the web side (its public URL, sessions, and the product's OAuth server users sign
+//! in with). Secrets are wrapped so that they never print.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +23,40 @@ pub struct Config {
     /// The HS256 key internal-mcp verifies credentials with.
     pub credential_key: CredentialKey,
     pub mcp_limits: McpLimits,
+    pub web: WebConfig,
 }
+
+/// The web pages: where browsers reach the host, how long sessions live, and sign-in.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The URL browsers use, without a trailing slash, e.g. `http://127.0.0.1:8092`. Cookies are
+    /// `Secure` when it is `https`; the OAuth redirect URI is `<public url>/auth/callback`.
+    pub public_url: String,
+    /// A session ends this long after sign-in, whatever happens.
+    pub session_lifetime: Duration,
+    /// A page load re-reads the user's role when it was last read longer ago than this (a turn's
+    /// start always re-reads it).
+    pub role_recheck_after: Duration,
+    /// Longer questions are refused with 413.
+    pub max_question_chars: usize,
+    /// The product's OAuth server; without it nobody can sign in (every page says so).
+    pub sign_in: Option<SignInConfig>,
+}
+
+/// The host as a confidential client of the product's OAuth authorization server.
+#[derive(Debug, Clone)]
+pub struct SignInConfig {
+    /// The authorization server's issuer, e.g. `http://127.0.0.1:8080` (demo-backend).
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    /// How long start-up keeps trying to read the issuer's metadata before it gives up.
+    pub discovery_timeout: Duration,
+}
+
+/// The OAuth client secret, never printed.
+#[derive(Clone)]
+pub struct ClientSecret(Arc<str>);
 
 /// Limits on every MCP call the host makes.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +93,7 @@ impl Config {
             internal_mcp_url,
             credential_key,
             mcp_limits: McpLimits::DEFAULT,
+            web: WebConfig::default(),
         }
     }
 
@@ -87,7 +122,98 @@ impl Config {
                 "the credential lifetime must be between 10 and 600 seconds".into(),
             ));
         }
+        self.web.validate()
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8092".into(),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            role_recheck_after: Duration::from_secs(5 * 60),
+            max_question_chars: 8_000,
+            sign_in: None,
+        }
+    }
+}
+
+impl WebConfig {
+    fn validate(&self) -> Result<(), Error> {
+        check_origin("the public URL", &self.public_url)?;
+        if self.session_lifetime < Duration::from_secs(60)
+            || self.session_lifetime > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(Error::Startup(
+                "the session lifetime must be between one minute and 30 days".into(),
+            ));
+        }
+        if self.role_recheck_after.is_zero() || self.role_recheck_after > Duration::from_secs(3600)
+        {
+            return Err(Error::Startup(
+                "the role must be re-read at least once an hour".into(),
+            ));
+        }
+        if !(100..=100_000).contains(&self.max_question_chars) {
+            return Err(Error::Startup(
+                "the question limit must be between 100 and 100,000 characters".into(),
+            ));
+        }
+        if let Some(sign_in) = &self.sign_in {
+            check_origin("the OAuth issuer", &sign_in.issuer)?;
+            if sign_in.client_id.is_empty() {
+                return Err(Error::Startup("the OAuth client id is empty".into()));
+            }
+            if sign_in.client_secret.expose().len() < 16 {
+                return Err(Error::Startup(
+                    "the OAuth client secret must have at least 16 characters".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether cookies get the `Secure` attribute.
+    pub fn is_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// Where the authorization server sends the browser back.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/auth/callback", self.public_url)
+    }
+}
+
+/// `http(s)://host[:port]` without path, query or trailing slash.
+fn check_origin(what: &str, value: &str) -> Result<(), Error> {
+    let parsed = url::Url::parse(value)
+        .map_err(|_| Error::Startup(format!("{what} must be a URL, not {value:?}")))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || parsed.path() != "/"
+        || parsed.query().is_some()
+        || value.ends_with('/')
+    {
+        return Err(Error::Startup(format!(
+            "{what} must be http(s)://host[:port] without a path or trailing slash, not {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+impl ClientSecret {
+    pub fn new(secret: String) -> Self {
+        Self(secret.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("ClientSecret(..)")
     }
 }
 
@@ -153,5 +279,27 @@ mod tests {
         assert!(check(|c| c.mcp_limits.call_timeout = Duration::ZERO).is_err());
         assert!(check(|c| c.mcp_limits.max_result_chars = 10).is_err());
         assert!(check(|c| c.mcp_limits.credential_lifetime = Duration::from_secs(601)).is_err());
+        assert!(check(|c| c.web.public_url = "http://127.0.0.1:8092/".into()).is_err());
+        assert!(check(|c| c.web.public_url = "javascript:alert(1)".into()).is_err());
+        assert!(check(|c| c.web.max_question_chars = 0).is_err());
+        assert!(check(|c| c.web.sign_in = Some(sign_in("short"))).is_err());
+        assert!(check(|c| c.web.sign_in = Some(sign_in("a long enough client secret"))).is_ok());
+    }
+
+    fn sign_in(secret: &str) -> SignInConfig {
+        SignInConfig {
+            issuer: "http://127.0.0.1:8080".into(),
+            client_id: "internal-host".into(),
+            client_secret: ClientSecret::new(secret.into()),
+            discovery_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_client_secret_never_prints() {
+        let mut config = config();
+        config.web.sign_in = Some(sign_in("a long enough client secret"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a long enough"), "{printed}");
     }
 }

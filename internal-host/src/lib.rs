@@ -9,12 +9,17 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conversations;
 pub mod credentials;
 pub mod database;
 pub mod error;
 pub mod events;
 pub mod llm;
 pub mod mcp;
+pub mod session;
+pub mod sign_in;
+pub mod turns;
+pub mod web;
 
 pub use app::{AppState, router, serve};
 pub use config::Config;

@@ -25,6 +25,7 @@ async fn the_host_migrates_its_own_schema_and_cannot_read_product_tables() {
             "approvals",
             "conversations",
             "events",
+            "pending_sign_ins",
             "sessions",
             "tool_results",
             "turns"

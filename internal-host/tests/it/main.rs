@@ -8,3 +8,6 @@ mod llm_openai;
 mod mcp;
 mod scripted_model;
 mod support;
+mod web;
+mod web_sse;
+mod web_support;

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod database;
 pub mod error;
 pub mod events;
+pub mod investigations;
 pub mod llm;
 pub mod mcp;
 

@@ -43,6 +43,8 @@ use crate::operations::{
 use crate::policy;
 use crate::schema;
 
+mod discovery;
+
 const TABLES_RESOURCE: &str = "schema://tables";
 const TABLE_RESOURCE_PREFIX: &str = "schema://table/";
 
@@ -102,7 +104,11 @@ impl InternalMcpServer {
             router += match component {
                 Component::Sql => Self::sql_tools(),
                 Component::Metrics => Self::metrics_tools(),
-                Component::Incidents => Self::incident_tools(),
+                Component::Incidents => {
+                    let mut tools = Self::incident_tools();
+                    tools += Self::discovery_tools();
+                    tools
+                }
             };
         }
         router
@@ -664,7 +670,7 @@ mod tests {
     #[test]
     fn every_tool_declares_its_policy_and_changing_tools_are_marked_destructive() {
         let tools = InternalMcpServer::tools_for(Endpoint::All).list_all();
-        assert_eq!(tools.len(), 13);
+        assert_eq!(tools.len(), 16);
         for tool in tools {
             let annotations = tool
                 .annotations
@@ -717,6 +723,6 @@ mod tests {
             names(Endpoint::Metrics),
             ["detect_anomalies", "noisy_alert_rules", "slo_burn"]
         );
-        assert_eq!(names(Endpoint::Incidents).len(), 6);
+        assert_eq!(names(Endpoint::Incidents).len(), 9);
     }
 }

@@ -60,7 +60,10 @@ pub(crate) async fn service_users(
         organizations
             .iter()
             .map(|organization| {
-                identifier(seed, &format!("service-user/{}", organization.blueprint.slug))
+                identifier(
+                    seed,
+                    &format!("service-user/{}", organization.blueprint.slug),
+                )
             })
             .collect::<Vec<_>>(),
     )
@@ -73,9 +76,7 @@ pub(crate) async fn service_users(
     .bind(
         organizations
             .iter()
-            .map(|organization| {
-                format!("{SERVICE_USER_HANDLE}@{}", organization.blueprint.domain)
-            })
+            .map(|organization| format!("{SERVICE_USER_HANDLE}@{}", organization.blueprint.domain))
             .collect::<Vec<_>>(),
     )
     .bind(created_at)

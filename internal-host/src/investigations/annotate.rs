@@ -31,10 +31,14 @@ pub(crate) enum NoteOutcome {
 /// content (older servers). Any field whose name ends in `confirmation_token` counts.
 pub fn confirmation_token(outcome: &ToolOutcome) -> Option<String> {
     let from_text = serde_json::from_str::<Value>(&outcome.text).ok();
-    [outcome.meta.as_ref(), outcome.structured.as_ref(), from_text.as_ref()]
-        .into_iter()
-        .flatten()
-        .find_map(find_token)
+    [
+        outcome.meta.as_ref(),
+        outcome.structured.as_ref(),
+        from_text.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(find_token)
 }
 
 fn find_token(value: &Value) -> Option<String> {
@@ -77,13 +81,28 @@ pub(crate) async fn post(
         return Ok(NoteOutcome::AlreadyDone);
     }
     if !self_confirm {
-        store::set_note_status(&mut transaction, investigation.id, recorder.worker_id, "disabled", None)
-            .await?;
-        transaction.commit().await.map_err(crate::error::Error::from)?;
+        store::set_note_status(
+            &mut transaction,
+            investigation.id,
+            recorder.worker_id,
+            "disabled",
+            None,
+        )
+        .await?;
+        transaction
+            .commit()
+            .await
+            .map_err(crate::error::Error::from)?;
         return Ok(NoteOutcome::Disabled);
     }
-    store::set_note_status(&mut transaction, investigation.id, recorder.worker_id, "planned", None)
-        .await?;
+    store::set_note_status(
+        &mut transaction,
+        investigation.id,
+        recorder.worker_id,
+        "planned",
+        None,
+    )
+    .await?;
 
     let incident = investigation.incident_id.to_string();
     let check = recorder
@@ -95,11 +114,14 @@ pub(crate) async fn post(
             json!({"incident": incident}),
         )
         .await?;
-    let detail: IncidentDetail = parse(&check)
-        .map_err(|message| RunError::Retryable(format!("the timeline could not be read: {message}")))?;
+    let detail: IncidentDetail = parse(&check).map_err(|message| {
+        RunError::Retryable(format!("the timeline could not be read: {message}"))
+    })?;
     let marker = marker(investigation.id);
     let existing = detail.timeline.iter().find(|entry| {
-        entry.kind == "note" && entry.author_id == Some(agent.user_id) && entry.body.contains(&marker)
+        entry.kind == "note"
+            && entry.author_id == Some(agent.user_id)
+            && entry.body.contains(&marker)
     });
     if let Some(existing) = existing {
         store::set_note_status(
@@ -110,7 +132,10 @@ pub(crate) async fn post(
             Some(existing.id),
         )
         .await?;
-        transaction.commit().await.map_err(crate::error::Error::from)?;
+        transaction
+            .commit()
+            .await
+            .map_err(crate::error::Error::from)?;
         return Ok(NoteOutcome::Found);
     }
 
@@ -128,7 +153,10 @@ pub(crate) async fn post(
         event_id,
     )
     .await?;
-    transaction.commit().await.map_err(crate::error::Error::from)?;
+    transaction
+        .commit()
+        .await
+        .map_err(crate::error::Error::from)?;
     Ok(NoteOutcome::Posted)
 }
 
@@ -203,7 +231,8 @@ mod tests {
     #[test]
     fn the_token_is_read_from_meta_then_structured_then_text() {
         let meta = json!({"internal-mcp/confirmation_token": "imc_meta"});
-        let structured = json!({"status": "confirmation_required", "confirmation_token": "imc_body"});
+        let structured =
+            json!({"status": "confirmation_required", "confirmation_token": "imc_body"});
         assert_eq!(
             confirmation_token(&outcome("{}", Some(structured.clone()), Some(meta))).as_deref(),
             Some("imc_meta")

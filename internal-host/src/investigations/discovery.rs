@@ -86,8 +86,9 @@ async fn read_pages(
         }
         let value = match outcome.structured {
             Some(value) => value,
-            None => serde_json::from_str(&outcome.text)
-                .map_err(|error| Error::Internal(format!("the incident list is not JSON: {error}")))?,
+            None => serde_json::from_str(&outcome.text).map_err(|error| {
+                Error::Internal(format!("the incident list is not JSON: {error}"))
+            })?,
         };
         let page: Page = serde_json::from_value(value)
             .map_err(|error| Error::Internal(format!("unexpected incident list: {error}")))?;
@@ -98,7 +99,14 @@ async fn read_pages(
                 opened_at: incident.opened_at,
                 services: incident.services.clone(),
             };
-            if store::enqueue(pool, agent.organization_id, &discovered, config.max_attempts).await? {
+            if store::enqueue(
+                pool,
+                agent.organization_id,
+                &discovered,
+                config.max_attempts,
+            )
+            .await?
+            {
                 added += 1;
                 tracing::info!(incident = %incident.reference, organization = %agent.organization_id, "investigation queued");
             }

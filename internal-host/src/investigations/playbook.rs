@@ -80,7 +80,8 @@ impl Recorder<'_> {
         arguments: Value,
     ) -> Result<Step, RunError> {
         let called = self.invoke(session, tool, &arguments).await;
-        self.record(connection, name, tool, &arguments, called).await
+        self.record(connection, name, tool, &arguments, called)
+            .await
     }
 
     async fn invoke(&self, session: &McpSession, tool: &str, arguments: &Value) -> Called {
@@ -311,7 +312,9 @@ pub(crate) async fn run(
         findings.step_ids.push(step.id);
         match parse::<AnomalyReport>(&step) {
             Ok(report) => findings.anomalies.push((step.id, report)),
-            Err(message) => findings.gaps.push((step.id, "detect_anomalies".into(), message)),
+            Err(message) => findings
+                .gaps
+                .push((step.id, "detect_anomalies".into(), message)),
         }
     }
 

@@ -535,7 +535,12 @@ mod tests {
     #[test]
     fn confidence_follows_the_rules() {
         check(suspect(25.0, true, 30.0), None, true, Some("high"));
-        check(suspect(25.0, true, 30.0), Some(suspect(20.0, true, 25.0)), true, Some("medium"));
+        check(
+            suspect(25.0, true, 30.0),
+            Some(suspect(20.0, true, 25.0)),
+            true,
+            Some("medium"),
+        );
         check(suspect(25.0, true, 30.0), None, false, Some("medium"));
         check(suspect(25.0, false, 12.5), None, false, Some("low"));
         check(suspect(4.0, true, 9.0), None, true, Some("low"));
@@ -545,7 +550,11 @@ mod tests {
     #[test]
     fn claims_without_a_recorded_step_are_dropped() {
         let mut builder = ReportBuilder::new([1, 2]);
-        assert!(builder.claim("cited", &[2, 1, 2]).is_some_and(|claim| claim.cites == [1, 2]));
+        assert!(
+            builder
+                .claim("cited", &[2, 1, 2])
+                .is_some_and(|claim| claim.cites == [1, 2])
+        );
         assert!(builder.claim("uncited", &[]).is_none());
         assert!(builder.claim("made up", &[1, 99]).is_none());
         assert_eq!(builder.dropped(), 2);

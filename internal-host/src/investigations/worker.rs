@@ -38,9 +38,13 @@ pub async fn run_worker(
     config: InvestigationConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    Worker::new(state.database().clone(), state.internal_mcp().clone(), config)?
-        .run(shutdown)
-        .await
+    Worker::new(
+        state.database().clone(),
+        state.internal_mcp().clone(),
+        config,
+    )?
+    .run(shutdown)
+    .await
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -212,7 +216,14 @@ impl Worker {
         let interval = self.config.lease / 3;
         loop {
             tokio::time::sleep(interval).await;
-            match store::heartbeat(&self.pool, investigation.id, &self.config.worker_id, self.config.lease).await {
+            match store::heartbeat(
+                &self.pool,
+                investigation.id,
+                &self.config.worker_id,
+                self.config.lease,
+            )
+            .await
+            {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(error) => tracing::warn!(id = %investigation.id, %error, "heartbeat failed"),

@@ -2,5 +2,6 @@
 //! harness and the real internal-mcp served over HTTP.
 
 mod database;
+mod investigations;
 mod mcp;
 mod support;

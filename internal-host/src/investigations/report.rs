@@ -422,17 +422,17 @@ pub(crate) fn build(findings: &Findings) -> Report {
             &[*step],
         );
     }
-    if suspected_cause.is_none() {
-        if let (Some(opened_at), Some((step, _))) = (opened_at, &findings.incident) {
-            builder.push(
-                &mut next_steps,
-                format!(
-                    "No deployment explains it: look at dependencies and traffic around {}.",
-                    opened_at.format("%H:%M UTC")
-                ),
-                &[*step],
-            );
-        }
+    if suspected_cause.is_none()
+        && let (Some(opened_at), Some((step, _))) = (opened_at, &findings.incident)
+    {
+        builder.push(
+            &mut next_steps,
+            format!(
+                "No deployment explains it: look at dependencies and traffic around {}.",
+                opened_at.format("%H:%M UTC")
+            ),
+            &[*step],
+        );
     }
 
     Report {
@@ -527,24 +527,24 @@ mod tests {
         }
     }
 
-    fn check(top: Suspect, runner_up: Option<Suspect>, follows: bool, expected: Option<&str>) {
-        let level = confidence(&top, runner_up.as_ref(), follows).map(|(level, _)| level);
+    fn check(top: &Suspect, runner_up: Option<&Suspect>, follows: bool, expected: Option<&str>) {
+        let level = confidence(top, runner_up, follows).map(|(level, _)| level);
         assert_eq!(level, expected, "{top:?} {runner_up:?} {follows}");
     }
 
     #[test]
     fn confidence_follows_the_rules() {
-        check(suspect(25.0, true, 30.0), None, true, Some("high"));
+        check(&suspect(25.0, true, 30.0), None, true, Some("high"));
         check(
-            suspect(25.0, true, 30.0),
-            Some(suspect(20.0, true, 25.0)),
+            &suspect(25.0, true, 30.0),
+            Some(&suspect(20.0, true, 25.0)),
             true,
             Some("medium"),
         );
-        check(suspect(25.0, true, 30.0), None, false, Some("medium"));
-        check(suspect(25.0, false, 12.5), None, false, Some("low"));
-        check(suspect(4.0, true, 9.0), None, true, Some("low"));
-        check(suspect(2.0, true, 7.0), None, true, None);
+        check(&suspect(25.0, true, 30.0), None, false, Some("medium"));
+        check(&suspect(25.0, false, 12.5), None, false, Some("low"));
+        check(&suspect(4.0, true, 9.0), None, true, Some("low"));
+        check(&suspect(2.0, true, 7.0), None, true, None);
     }
 
     #[test]

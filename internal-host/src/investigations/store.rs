@@ -187,36 +187,36 @@ pub(crate) async fn claim(
         transaction.commit().await?;
         return Ok(Claim::Decided);
     }
-    if candidate.attempts == 0 {
-        if let Some(decision) = admit(&mut transaction, &candidate, limits).await? {
-            match decision {
-                Admission::Skip(reason) => {
-                    sqlx::query(
-                        "UPDATE investigations
+    if candidate.attempts == 0
+        && let Some(decision) = admit(&mut transaction, &candidate, limits).await?
+    {
+        match decision {
+            Admission::Skip(reason) => {
+                sqlx::query(
+                    "UPDATE investigations
                             SET status = 'skipped', status_reason = $2, finished_at = now()
                           WHERE id = $1",
-                    )
-                    .bind(candidate.id)
-                    .bind(reason)
-                    .execute(&mut *transaction)
-                    .await?;
-                }
-                Admission::Defer(reason, wait) => {
-                    sqlx::query(
-                        "UPDATE investigations
+                )
+                .bind(candidate.id)
+                .bind(reason)
+                .execute(&mut *transaction)
+                .await?;
+            }
+            Admission::Defer(reason, wait) => {
+                sqlx::query(
+                    "UPDATE investigations
                             SET status_reason = $2, not_before = now() + make_interval(secs => $3)
                           WHERE id = $1",
-                    )
-                    .bind(candidate.id)
-                    .bind(reason)
-                    .bind(seconds(wait))
-                    .execute(&mut *transaction)
-                    .await?;
-                }
+                )
+                .bind(candidate.id)
+                .bind(reason)
+                .bind(seconds(wait))
+                .execute(&mut *transaction)
+                .await?;
             }
-            transaction.commit().await?;
-            return Ok(Claim::Decided);
         }
+        transaction.commit().await?;
+        return Ok(Claim::Decided);
     }
     let claimed: ClaimedInvestigation = sqlx::query_as(
         "UPDATE investigations

@@ -46,7 +46,7 @@ async fn live_seeded_database() -> (TestDatabase, SeedOptions) {
         days: 1,
         ..SeedOptions::new(until)
     };
-    let prepared = options.clone();
+    let prepared = options;
     let database = test_harness::database("internal-host-live-seeded", async move |pool| {
         demo_backend::MIGRATOR
             .run(pool)

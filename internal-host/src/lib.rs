@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod database;
 pub mod error;
 pub mod events;
+pub mod investigations;
 pub mod llm;
 pub mod mcp;
 pub mod session;

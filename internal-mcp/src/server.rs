@@ -43,6 +43,8 @@ use crate::operations::{
 use crate::policy;
 use crate::schema;
 
+mod discovery;
+
 const TABLES_RESOURCE: &str = "schema://tables";
 /// The tool `_meta` key naming the capability group a tool belongs to, with the group's
 /// description: `{"name": "sql", "description": "..."}`. A host may show a model a short index of
@@ -106,7 +108,11 @@ impl InternalMcpServer {
             let mut tools = match component {
                 Component::Sql => Self::sql_tools(),
                 Component::Metrics => Self::metrics_tools(),
-                Component::Incidents => Self::incident_tools(),
+                Component::Incidents => {
+                    let mut tools = Self::incident_tools();
+                    tools += Self::discovery_tools();
+                    tools
+                }
             };
             let (name, description) = group_of(*component);
             for route in tools.map.values_mut() {
@@ -725,7 +731,7 @@ mod tests {
     #[test]
     fn every_tool_declares_its_policy_and_changing_tools_are_marked_destructive() {
         let tools = InternalMcpServer::tools_for(Endpoint::All).list_all();
-        assert_eq!(tools.len(), 13);
+        assert_eq!(tools.len(), 16);
         for tool in tools {
             let annotations = tool
                 .annotations
@@ -784,6 +790,6 @@ mod tests {
             names(Endpoint::Metrics),
             ["detect_anomalies", "noisy_alert_rules", "slo_burn"]
         );
-        assert_eq!(names(Endpoint::Incidents).len(), 6);
+        assert_eq!(names(Endpoint::Incidents).len(), 9);
     }
 }

@@ -40,6 +40,7 @@ use signals::Window;
 use write::{RowCounts, SeriesIds};
 
 pub use stories::{Story, stories};
+pub use write::SERVICE_USER_HANDLE;
 
 /// The seed's random seed unless told otherwise.
 pub const DEFAULT_RANDOM_SEED: u64 = 0x5eed_0000_2024_0001;
@@ -146,6 +147,14 @@ pub async fn seed(db: &PgPool, options: &SeedOptions) -> anyhow::Result<SeedRepo
     let mut counts = RowCounts::default();
     let token_created_at = window.end - TimeDelta::days(14);
     let seeded = write::organizations_users_and_tokens(
+        &mut transaction,
+        &organizations,
+        seed,
+        token_created_at,
+        &mut counts,
+    )
+    .await?;
+    write::service_users(
         &mut transaction,
         &organizations,
         seed,

@@ -36,6 +36,57 @@ impl RowCounts {
 /// `metric_series.id` by service and metric name.
 pub(crate) type SeriesIds = HashMap<(Uuid, &'static str), i64>;
 
+/// The e-mail handle of each organisation's service user, `assistant@<domain>`.
+pub const SERVICE_USER_HANDLE: &str = "assistant";
+
+/// Writes each organisation's service user: the identity the product's own assistant acts as
+/// when it works unprompted (internal-host's AgenticOps investigations). Its role is responder,
+/// the most the assistant may be granted (it annotates incidents); the assistant's credentials
+/// name a lower role unless its policy needs more. It has no password and no API token, so nobody
+/// can sign in as it or call the REST API with it; its id is drawn from the seed like every id.
+pub(crate) async fn service_users(
+    connection: &mut PgConnection,
+    organizations: &[OrganizationPlan],
+    seed: u64,
+    created_at: DateTime<Utc>,
+    counts: &mut RowCounts,
+) -> anyhow::Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, organization_id, email, name, role, created_at)
+         SELECT id, organization_id, email, 'Assistant (service account)', 'responder', $4
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS service (id, organization_id, email)",
+    )
+    .bind(
+        organizations
+            .iter()
+            .map(|organization| {
+                identifier(
+                    seed,
+                    &format!("service-user/{}", organization.blueprint.slug),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        organizations
+            .iter()
+            .map(|organization| organization.id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        organizations
+            .iter()
+            .map(|organization| format!("{SERVICE_USER_HANDLE}@{}", organization.blueprint.domain))
+            .collect::<Vec<_>>(),
+    )
+    .bind(created_at)
+    .execute(&mut *connection)
+    .await
+    .context("insert service users")?;
+    counts.add(inserted.rows_affected());
+    Ok(())
+}
+
 /// Writes organisations, users, one password and one API token per user; returns what the report
 /// shows, including each token's and password's secret.
 pub(crate) async fn organizations_users_and_tokens(

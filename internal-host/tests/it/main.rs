@@ -3,6 +3,7 @@
 
 mod agent;
 mod database;
+mod investigations;
 mod llm_anthropic;
 mod llm_openai;
 mod mcp;

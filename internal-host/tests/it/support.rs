@@ -47,7 +47,7 @@ pub async fn seeded_database() -> TestDatabase {
 }
 
 /// Roles are cluster-wide: once per process.
-async fn give_the_reader_a_login() {
+pub async fn give_the_reader_a_login() {
     static LOGIN: OnceCell<()> = OnceCell::const_new();
     LOGIN
         .get_or_init(|| async {

@@ -1,0 +1,515 @@
+//! AgenticOps against real parts: PostgreSQL from the harness with demo-backend's seed, the real
+//! internal-mcp over HTTP, and workers running the real loop. Incidents are opened through
+//! demo-backend's domain layer; what reached the incident's timeline is checked with SQL as the
+//! database's superuser (the host itself cannot read the product's tables).
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use demo_backend::domain::Tenant;
+use demo_backend::domain::incidents::NewIncident;
+use demo_backend::domain::kinds::Severity;
+use demo_backend::seed::{self, SeedOptions};
+use internal_host::AppState;
+use internal_host::investigations::{AgentIdentity, InvestigationConfig, run_worker};
+use serde_json::Value;
+use sqlx::PgPool;
+use test_harness::TestDatabase;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::support::{
+    HOST_PASSWORD, give_the_reader_a_login, host_config, seeded_database, spawn_internal_mcp, user,
+};
+
+/// How long a test waits for the workers before it gives up (a deadline, not a measurement).
+const PATIENCE: Duration = Duration::from_secs(240);
+
+/// The seed options of `support::seeded_database`.
+fn fixed_seed_options() -> SeedOptions {
+    SeedOptions {
+        days: 1,
+        ..SeedOptions::new(
+            Utc.with_ymd_and_hms(2025, 6, 12, 15, 30, 0)
+                .single()
+                .expect("a valid time"),
+        )
+    }
+}
+
+/// A seed whose data ends a little under six hours from now, so that acme's bad deploy landed
+/// 20 minutes ago and its error spike is going on: an incident opened now has the deploy right
+/// before it.
+async fn live_seeded_database() -> (TestDatabase, SeedOptions) {
+    let until = Utc::now() + TimeDelta::hours(6) - TimeDelta::minutes(20);
+    let options = SeedOptions {
+        days: 1,
+        ..SeedOptions::new(until)
+    };
+    let prepared = options;
+    let database = test_harness::database("internal-host-live-seeded", async move |pool| {
+        demo_backend::MIGRATOR
+            .run(pool)
+            .await
+            .map_err(anyhow::Error::from)?;
+        seed::seed(pool, &prepared).await?;
+        sqlx::raw_sql(&internal_host::database::bootstrap_sql(HOST_PASSWORD)?)
+            .execute(pool)
+            .await?;
+        anyhow::Ok(())
+    })
+    .await;
+    give_the_reader_a_login().await;
+    (database, options)
+}
+
+/// Each organisation's service user, as an operator would configure them.
+async fn agents(pool: &PgPool, slugs: &[&str]) -> Vec<AgentIdentity> {
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT u.organization_id, u.id FROM users u JOIN organizations o ON o.id = u.organization_id
+          WHERE u.email LIKE $1 || '@%' AND o.slug = ANY ($2) ORDER BY o.slug",
+    )
+    .bind(seed::SERVICE_USER_HANDLE)
+    .bind(slugs)
+    .fetch_all(pool)
+    .await
+    .expect("the service users");
+    assert_eq!(rows.len(), slugs.len(), "one service user per organisation");
+    rows.into_iter()
+        .map(|(organization_id, user_id)| AgentIdentity {
+            organization_id,
+            user_id,
+        })
+        .collect()
+}
+
+fn worker_config(agents: Vec<AgentIdentity>, name: &str) -> InvestigationConfig {
+    let mut config = InvestigationConfig::new(agents);
+    config.worker_id = format!("{name}-{}", Uuid::new_v4());
+    config.poll_interval = Duration::from_millis(300);
+    config.lease = Duration::from_secs(3);
+    config.retry_backoff = Duration::from_millis(300);
+    config
+}
+
+async fn spawn_worker(
+    database: &TestDatabase,
+    url: &str,
+    config: InvestigationConfig,
+) -> JoinHandle<()> {
+    let state = AppState::connect(host_config(database, url))
+        .await
+        .expect("the host starts");
+    tokio::spawn(async move {
+        run_worker(&state, config, std::future::pending())
+            .await
+            .expect("the worker runs");
+    })
+}
+
+/// Waits until `done` holds for the rows of `internal_host.investigations`, printing progress.
+async fn wait_for(pool: &PgPool, what: &str, done: impl Fn(&[(String, i64)]) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM internal_host.investigations GROUP BY status ORDER BY status",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("the counts");
+        if done(&counts) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count_of(counts: &[(String, i64)], status: &str) -> i64 {
+    counts
+        .iter()
+        .find(|(name, _)| name == status)
+        .map_or(0, |(_, count)| *count)
+}
+
+fn settled(counts: &[(String, i64)], expected: i64) -> bool {
+    let total: i64 = counts.iter().map(|(_, count)| count).sum();
+    total == expected && count_of(counts, "queued") == 0 && count_of(counts, "running") == 0
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Investigation {
+    id: Uuid,
+    incident_id: Uuid,
+    status: String,
+    status_reason: Option<String>,
+    attempts: i32,
+    note_status: String,
+    report: Option<Value>,
+    mcp_calls: i32,
+}
+
+async fn investigations(pool: &PgPool) -> Vec<Investigation> {
+    sqlx::query_as(
+        "SELECT id, incident_id, status, status_reason, attempts, note_status, report, mcp_calls
+           FROM internal_host.investigations ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("the investigations")
+}
+
+/// The service user's notes on an incident's timeline.
+async fn agent_notes(pool: &PgPool, incident_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT e.body FROM incident_events e JOIN users u ON u.id = e.author_id
+          WHERE e.incident_id = $1 AND e.kind = 'note' AND u.email LIKE 'assistant@%'",
+    )
+    .bind(incident_id)
+    .fetch_all(pool)
+    .await
+    .expect("the notes")
+}
+
+/// Every claim of the report cites steps recorded for this investigation.
+async fn assert_claims_cite_recorded_steps(pool: &PgPool, investigation: &Investigation) {
+    let report = investigation.report.as_ref().expect("a report");
+    let steps: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM internal_host.investigation_steps WHERE investigation_id = $1",
+    )
+    .bind(investigation.id)
+    .fetch_all(pool)
+    .await
+    .expect("the steps");
+    let mut claims: Vec<&Value> = Vec::new();
+    for section in ["what_is_going_on", "evidence", "ruled_out", "next_steps"] {
+        claims.extend(report[section].as_array().expect("a list"));
+    }
+    if !report["suspected_cause"].is_null() {
+        claims.push(&report["suspected_cause"]["claim"]);
+    }
+    assert!(!claims.is_empty(), "{report}");
+    for claim in claims {
+        let cites = claim["cites"].as_array().expect("citations");
+        assert!(!cites.is_empty(), "{claim}");
+        for cite in cites {
+            assert!(
+                steps.contains(&cite.as_i64().expect("a step id")),
+                "{claim} cites an unknown step"
+            );
+        }
+    }
+}
+
+async fn open_incident(pool: &PgPool, slug: &str, service: &str, title: &str) -> Uuid {
+    let marcus = user(pool, slug, "marcus").await;
+    let service_id: Uuid =
+        sqlx::query_scalar("SELECT id FROM services WHERE organization_id = $1 AND name = $2")
+            .bind(marcus.organization_id)
+            .bind(service)
+            .fetch_one(pool)
+            .await
+            .expect("the service");
+    let tenant = Tenant::new(pool.clone(), marcus.organization_id, marcus.user_id);
+    let created = tenant
+        .create_incident(
+            &NewIncident {
+                title: title.to_owned(),
+                severity: Severity::High,
+                summary: String::new(),
+                service_ids: vec![service_id],
+                alert_ids: Vec::new(),
+                commander_id: None,
+            },
+            None,
+        )
+        .await
+        .expect("the incident opens");
+    created.resource.incident.id
+}
+
+#[tokio::test]
+async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and_one_note() {
+    let (database, options) = live_seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let worker = spawn_worker(
+        &database,
+        &url,
+        worker_config(agents(pool, &["acme"]).await, "solo"),
+    )
+    .await;
+
+    let story = seed::stories(&options)
+        .into_iter()
+        .find(|story| story.organization_slug == "acme")
+        .expect("acme's story");
+    let opened = Instant::now();
+    let incident_id = open_incident(pool, "acme", story.service, "Checkout errors right now").await;
+    let deadline = Instant::now() + PATIENCE;
+    let investigation = loop {
+        let found = investigations(pool)
+            .await
+            .into_iter()
+            .find(|investigation| investigation.incident_id == incident_id);
+        if let Some(found) =
+            found.filter(|found| found.status == "completed" || found.status == "failed")
+        {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished investigation for the incident"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let elapsed = opened.elapsed();
+    assert_eq!(investigation.status, "completed", "{investigation:?}");
+    let report = investigation.report.as_ref().expect("a report");
+    let cause = &report["suspected_cause"];
+    assert_eq!(cause["service"], story.service, "{report}");
+    assert_eq!(cause["version"], story.bad_version, "{report}");
+    assert_eq!(cause["confidence"], "high", "{report}");
+    let deployed_at: chrono::DateTime<Utc> =
+        serde_json::from_value(cause["started_at"].clone()).expect("a time");
+    assert!(
+        (deployed_at - story.deployed_at).num_seconds().abs() <= 60,
+        "{cause}"
+    );
+    let spike = report["anomaly_windows"]
+        .as_array()
+        .expect("windows")
+        .iter()
+        .find(|window| window["metric"] == "error_rate")
+        .unwrap_or_else(|| panic!("no error_rate window: {report}"));
+    let spike_start: chrono::DateTime<Utc> =
+        serde_json::from_value(spike["start"].clone()).expect("a time");
+    assert!(
+        (spike_start - story.spike_start).num_seconds().abs() <= 60,
+        "the anomaly window starts with the spike: {spike}"
+    );
+    assert_claims_cite_recorded_steps(pool, &investigation).await;
+
+    // A few more polls see the incident again (the overlap) and change nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notes = agent_notes(pool, incident_id).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains(story.bad_version), "{}", notes[0]);
+    assert!(notes[0].contains(&investigation.id.to_string()));
+    let again: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM internal_host.investigations WHERE incident_id = $1",
+    )
+    .bind(incident_id)
+    .fetch_one(pool)
+    .await
+    .expect("a count");
+    assert_eq!(again, 1);
+    assert_eq!(investigation.note_status, "posted");
+    println!(
+        "figures: incident opened -> report posted in {} ms, {} MCP calls in the run",
+        elapsed.as_millis(),
+        investigation.mcp_calls
+    );
+    worker.abort();
+}
+
+#[tokio::test]
+async fn two_racing_workers_investigate_every_seeded_incident_once_and_name_each_storys_bad_deploy()
+{
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let options = fixed_seed_options();
+    let agents = agents(pool, &["acme", "globex"]).await;
+    let since = options.until - TimeDelta::days(2);
+    let mut first = worker_config(agents.clone(), "first");
+    first.discover_since = Some(since);
+    let mut second = worker_config(agents, "second");
+    second.discover_since = Some(since);
+    let started = Instant::now();
+    let one = spawn_worker(&database, &url, first).await;
+    let two = spawn_worker(&database, &url, second).await;
+
+    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
+        .fetch_one(pool)
+        .await
+        .expect("a count");
+    wait_for(pool, "every incident investigated", |counts| {
+        settled(counts, incidents)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let all = investigations(pool).await;
+    assert_eq!(all.len() as i64, incidents);
+    for investigation in &all {
+        assert_eq!(investigation.status, "completed", "{investigation:?}");
+        let notes = agent_notes(pool, investigation.incident_id).await;
+        assert_eq!(
+            notes.len(),
+            1,
+            "one note per incident: {investigation:?} {notes:?}"
+        );
+        assert_claims_cite_recorded_steps(pool, investigation).await;
+    }
+    for story in seed::stories(&options) {
+        let incident_id: Uuid = sqlx::query_scalar(
+            "SELECT i.id FROM incidents i JOIN organizations o ON o.id = i.organization_id
+              WHERE o.slug = $1 AND i.title = $2",
+        )
+        .bind(story.organization_slug)
+        .bind(story.incident_title)
+        .fetch_one(pool)
+        .await
+        .expect("the story's incident");
+        let investigation = all
+            .iter()
+            .find(|investigation| investigation.incident_id == incident_id)
+            .expect("the story's investigation");
+        let report = investigation.report.as_ref().expect("a report");
+        assert_eq!(
+            report["suspected_cause"]["service"], story.service,
+            "{report}"
+        );
+        assert_eq!(
+            report["suspected_cause"]["version"], story.bad_version,
+            "{report}"
+        );
+        assert_eq!(
+            report["suspected_cause"]["deployment_status"],
+            "rolled_back"
+        );
+    }
+    let calls: Vec<i32> = all
+        .iter()
+        .map(|investigation| investigation.mcp_calls)
+        .collect();
+    println!(
+        "figures: {} incidents of two organisations investigated by two workers in {} ms; MCP calls per run {:?}",
+        all.len(),
+        elapsed.as_millis(),
+        calls
+    );
+    one.abort();
+    two.abort();
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_is_taken_over_by_another_and_writes_one_note() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let options = fixed_seed_options();
+    let story = seed::stories(&options).remove(0);
+    let story_opened_at: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT opened_at FROM incidents WHERE title = $1")
+            .bind(story.incident_title)
+            .fetch_one(pool)
+            .await
+            .expect("the story's incident");
+    let acme = agents(pool, &["acme"]).await;
+    let expected: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM incidents WHERE organization_id = $1 AND opened_at >= $2",
+    )
+    .bind(acme[0].organization_id)
+    .bind(story_opened_at)
+    .fetch_one(pool)
+    .await
+    .expect("a count");
+
+    let mut slow = worker_config(acme.clone(), "doomed");
+    slow.discover_since = Some(story_opened_at);
+    slow.discovery_overlap = Duration::ZERO;
+    slow.pause_between_calls = Duration::from_millis(400);
+    let doomed_id = slow.worker_id.clone();
+    let doomed = spawn_worker(&database, &url, slow).await;
+    let deadline = Instant::now() + PATIENCE;
+    let victim: Uuid = loop {
+        let running: Option<Uuid> = sqlx::query_scalar(
+            "SELECT i.id FROM internal_host.investigations i
+              WHERE i.lease_owner = $1
+                AND EXISTS (SELECT FROM internal_host.investigation_steps s WHERE s.investigation_id = i.id)",
+        )
+        .bind(&doomed_id)
+        .fetch_optional(pool)
+        .await
+        .expect("a query");
+        if let Some(running) = running {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "the first worker never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    doomed.abort();
+    let killed = Instant::now();
+
+    let mut rescuer = worker_config(acme, "rescuer");
+    rescuer.discover_since = Some(story_opened_at);
+    let rescuer = spawn_worker(&database, &url, rescuer).await;
+    wait_for(pool, "the rescue", |counts| settled(counts, expected)).await;
+    let all = investigations(pool).await;
+    for investigation in &all {
+        assert_eq!(investigation.status, "completed", "{investigation:?}");
+        let notes = agent_notes(pool, investigation.incident_id).await;
+        assert_eq!(notes.len(), 1, "{investigation:?} {notes:?}");
+    }
+    let taken_over = all
+        .iter()
+        .find(|investigation| investigation.id == victim)
+        .expect("the victim");
+    assert_eq!(taken_over.attempts, 2, "{taken_over:?}");
+    println!(
+        "figures: the killed worker's investigation completed {} ms after the kill (lease 3 s)",
+        killed.elapsed().as_millis()
+    );
+    rescuer.abort();
+}
+
+#[tokio::test]
+async fn a_storm_of_fifty_incidents_stops_at_the_daily_budget_and_skips_the_rest_visibly() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let acme = agents(pool, &["acme"]).await;
+    let services: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM services WHERE organization_id = $1 ORDER BY name")
+            .bind(acme[0].organization_id)
+            .fetch_all(pool)
+            .await
+            .expect("the services");
+    let mut config = worker_config(acme, "storm");
+    config.limits.daily_budget_per_organization = 5;
+    config.limits.per_service_per_hour = 100;
+    config.limits.per_organization_per_minute = 100;
+    let started = Instant::now();
+    for number in 0..50 {
+        let service = &services[number % services.len()];
+        open_incident(pool, "acme", service, &format!("Storm incident {number}")).await;
+    }
+    let worker = spawn_worker(&database, &url, config).await;
+    wait_for(pool, "the storm to settle", |counts| settled(counts, 50)).await;
+    let all = investigations(pool).await;
+    let completed: Vec<&Investigation> = all.iter().filter(|i| i.status == "completed").collect();
+    let skipped: Vec<&Investigation> = all.iter().filter(|i| i.status == "skipped").collect();
+    assert_eq!(completed.len(), 5, "{all:?}");
+    assert_eq!(skipped.len(), 45, "{all:?}");
+    for investigation in &skipped {
+        let reason = investigation.status_reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("daily budget of 5"), "{reason}");
+        assert!(
+            agent_notes(pool, investigation.incident_id)
+                .await
+                .is_empty()
+        );
+    }
+    for investigation in &completed {
+        assert_eq!(agent_notes(pool, investigation.incident_id).await.len(), 1);
+    }
+    println!(
+        "figures: a storm of 50 incidents settled in {} ms (5 investigated, 45 skipped)",
+        started.elapsed().as_millis()
+    );
+    worker.abort();
+}

@@ -93,19 +93,19 @@ pub(crate) async fn index(
     let session = match extract::current_session(&headers, &state).await {
         Ok(session) => session,
         Err(WebError::Unavailable(_)) if state.oauth().is_none() => {
-            return render_sign_in(&headers, None, false);
+            return render_sign_in(&state, &headers, None, false);
         }
         Err(error) => return Err(error),
     };
     let Some(session) = session else {
         let stale = session::read_cookie(&headers, SESSION_COOKIE).is_some();
         let message = stale.then_some("Your session has ended. Sign in again.");
-        return render_sign_in(&headers, message, true);
+        return render_sign_in(&state, &headers, message, true);
     };
     let session = match extract::fresh_session(&state, session).await {
         Ok(session) => session,
         Err(WebError::SignInNeeded(message)) => {
-            return render_sign_in(&headers, Some(&message), true);
+            return render_sign_in(&state, &headers, Some(&message), true);
         }
         Err(error) => return Err(error),
     };
@@ -120,6 +120,7 @@ pub(crate) async fn index(
 
 /// The sign-in page; a stale session cookie is cleared.
 pub(crate) fn render_sign_in(
+    state: &AppState,
     headers: &HeaderMap,
     message: Option<&str>,
     available: bool,
@@ -128,7 +129,7 @@ pub(crate) fn render_sign_in(
     if session::read_cookie(headers, SESSION_COOKIE).is_some() {
         response.headers_mut().append(
             header::SET_COOKIE,
-            session::cookie(SESSION_COOKIE, "", "/", 0, false),
+            session::cookie(SESSION_COOKIE, "", "/", 0, state.config().web.is_https()),
         );
     }
     Ok(response)

@@ -7,7 +7,7 @@ use reqwest::redirect::Policy;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::web_support::{WebApp, hidden};
+use crate::web_support::WebApp;
 
 #[tokio::test]
 async fn signed_out_visitors_see_only_the_sign_in_page() {
@@ -600,5 +600,26 @@ async fn turns_left_running_by_an_earlier_process_end_failed() {
         .await
         .unwrap();
     assert!(html.contains("restarted while it worked"), "{html}");
-    let _ = hidden;
+}
+
+#[tokio::test]
+async fn the_host_does_not_start_when_the_sign_in_server_cannot_be_read() {
+    let database = crate::support::seeded_database().await;
+    let mut config = crate::support::host_config(&database, "http://127.0.0.1:1/mcp");
+    config.web.sign_in = Some(internal_host::config::SignInConfig {
+        issuer: "http://127.0.0.1:1".into(),
+        client_id: "internal-host".into(),
+        client_secret: internal_host::config::ClientSecret::new(
+            "a secret that must never print".into(),
+        ),
+        discovery_timeout: std::time::Duration::from_secs(1),
+    });
+    match internal_host::AppState::connect(config).await {
+        Err(internal_host::Error::Startup(message)) => {
+            assert!(message.contains("metadata"), "{message}");
+            assert!(!message.contains("must never print"), "{message}");
+        }
+        Err(other) => panic!("expected a start-up refusal, got {other}"),
+        Ok(_) => panic!("the host started without its sign-in server"),
+    }
 }

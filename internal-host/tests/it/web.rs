@@ -460,6 +460,22 @@ async fn a_turn_acts_with_the_role_the_user_has_now() {
         html.contains("<strong class=\"role\">viewer</strong>"),
         "{html}"
     );
+    // A page load re-reads the role once the last reading is older than the interval.
+    sqlx::query("UPDATE users SET role = 'admin' WHERE email LIKE 'marcus@%'")
+        .execute(app.product())
+        .await
+        .unwrap();
+    let html = browser.get("/").await.text().await.unwrap();
+    assert!(
+        html.contains("class=\"role\">viewer<"),
+        "still fresh: {html}"
+    );
+    sqlx::query("UPDATE sessions SET role_checked_at = now() - interval '6 minutes'")
+        .execute(app.host())
+        .await
+        .unwrap();
+    let html = browser.get("/").await.text().await.unwrap();
+    assert!(html.contains("class=\"role\">admin<"), "{html}");
     // A user removed from the product loses the session at the next re-read.
     sqlx::query("UPDATE oauth_grants SET revoked_at = now() WHERE client_id = 'internal-host'")
         .execute(app.product())

@@ -639,3 +639,55 @@ async fn the_host_does_not_start_when_the_sign_in_server_cannot_be_read() {
         Ok(_) => panic!("the host started without its sign-in server"),
     }
 }
+
+#[tokio::test]
+async fn stop_ends_a_waiting_turn_whose_task_is_gone() {
+    let app = WebApp::start().await;
+    let browser = app.signed_in("acme", "marcus").await;
+    let conversation = browser.ask_new("annotate INC-7").await;
+    let turn = app.last_turn(conversation).await;
+    app.settled(turn).await;
+    // As after a restart: the turn waits for an approval and no task of this process has it.
+    let approval = Uuid::new_v4();
+    sqlx::query(
+        "UPDATE turns SET status = 'waiting_for_approval', finished_at = NULL WHERE id = $1",
+    )
+    .bind(turn)
+    .execute(app.host())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO approvals (id, turn_id, server, tool, arguments, plan, confirmation_token, status)
+         VALUES ($1, $2, 'internal-mcp', 'annotate_incident', '{}', '{}', 'secret-token', 'pending')",
+    )
+    .bind(approval)
+    .bind(turn)
+    .execute(app.host())
+    .await
+    .unwrap();
+    let stopped = browser
+        .post(
+            &format!("/conversations/{conversation}/turns/{turn}/stop"),
+            &[("csrf", browser.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    let (turn_status, approval_status): (String, String) = sqlx::query_as(
+        "SELECT t.status, a.status FROM turns t JOIN approvals a ON a.turn_id = t.id WHERE t.id = $1",
+    )
+    .bind(turn)
+    .fetch_one(app.host())
+    .await
+    .unwrap();
+    assert_eq!(
+        (turn_status.as_str(), approval_status.as_str()),
+        ("stopped", "expired")
+    );
+    let confirm = browser
+        .post(
+            &format!("/conversations/{conversation}/approvals/{approval}"),
+            &[("csrf", browser.csrf.as_str()), ("decision", "confirm")],
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::CONFLICT);
+}

@@ -240,6 +240,8 @@ async fn another_users_conversation_is_not_found() {
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{handle} {path}");
         }
         let listed = other.get("/").await.text().await.unwrap();
+        let malformed = other.get("/conversations/not-an-id").await;
+        assert_eq!(malformed.status(), StatusCode::NOT_FOUND);
         assert!(!listed.contains("secret question"), "{listed}");
     }
     let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE conversation_id = $1")

@@ -172,7 +172,7 @@ fn read_secret(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<
         }
         (None, Some(value)) => Ok(value.into_encoded_bytes()),
         (None, None) => Err(Error::Startup(format!(
-            "no {what}: set {env} or {env}_FILE"
+            "{what} is missing: set {env} or {env}_FILE"
         ))),
     }
 }

@@ -386,7 +386,7 @@ impl Orchestrator {
                 } else {
                     status
                 };
-            if let Err(error) = end_running_turn(
+            if let Err(error) = settle_after_task(
                 &database,
                 &events,
                 conversation_id,
@@ -448,9 +448,9 @@ pub async fn end_interrupted_turns(database: &PgPool, events: &EventLog) -> Resu
     Ok(interrupted.len())
 }
 
-/// Ends a turn that is `running` as `status` (anything else is left alone); a turn that waits for
-/// an approval is only marked so.
-async fn end_running_turn(
+/// What a finished task leaves: a turn the agent left `running` (or waiting, when the task
+/// failed) is ended as `status`; a turn that waits for an approval is only marked so.
+async fn settle_after_task(
     database: &PgPool,
     events: &EventLog,
     conversation_id: Uuid,
@@ -468,30 +468,16 @@ async fn end_running_turn(
         .await?;
         return Ok(());
     }
-    let ended: Option<(i32, i32)> = sqlx::query_as(
-        "UPDATE turns SET status = $2, finished_at = now()
-          WHERE id = $1 AND status = 'running' RETURNING model_calls, tool_calls",
+    end_turn(
+        database,
+        events,
+        conversation_id,
+        turn_id,
+        status,
+        problem,
+        elapsed_ms,
     )
-    .bind(turn_id)
-    .bind(status.as_str())
-    .fetch_optional(database)
-    .await?;
-    let Some((model_calls, tool_calls)) = ended else {
-        return Ok(());
-    };
-    if let Some(text) = problem {
-        events
-            .append(conversation_id, turn_id, &TurnEvent::Notice { text })
-            .await?;
-    }
-    events
-        .append(
-            conversation_id,
-            turn_id,
-            &finished(status, model_calls, tool_calls, elapsed_ms),
-        )
-        .await?;
-    Ok(())
+    .await
 }
 
 /// Ends a turn that is running or waiting for an approval, with no task to tell: its pending

@@ -101,7 +101,7 @@ pub(crate) async fn callback(
     if let Some(error) = &callback.error {
         let description = callback.error_description.as_deref().unwrap_or(error);
         let message = format!("Signing in did not complete: {description}.");
-        let mut response = render_sign_in(&headers, Some(&message), true)?;
+        let mut response = render_sign_in(&state, &headers, Some(&message), true)?;
         *response.status_mut() = axum::http::StatusCode::FORBIDDEN;
         clear_sign_in_cookie(&mut response, secure);
         return Ok(response);

@@ -2,7 +2,7 @@
 //! stale ([`Page`]), or as it is ([`Api`], for the event stream, fragments and forms); and the
 //! fields of a posted form, with its CSRF token checked.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use chrono::Utc;
 
@@ -119,5 +119,22 @@ impl FromRequestParts<AppState> for Api {
             .await?
             .ok_or_else(signed_out)?;
         Ok(Self(session))
+    }
+}
+
+/// Ids in the path; a malformed id is as unknown as a missing one (404).
+pub(crate) struct Ids<T>(pub T);
+
+impl<T> FromRequestParts<AppState> for Ids<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(ids)) => Ok(Self(ids)),
+            Err(_) => Err(WebError::NotFound),
+        }
     }
 }

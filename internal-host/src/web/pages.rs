@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -20,7 +20,7 @@ use crate::llm::ModelInfo;
 use crate::session::{self, SESSION_COOKIE, Session};
 use crate::turns::Decision;
 use crate::web::error::WebError;
-use crate::web::extract::{self, Api, FormFields, Page, csrf_header};
+use crate::web::extract::{self, Api, FormFields, Ids, Page, csrf_header};
 use crate::web::view::{TurnInputs, TurnView};
 
 /// The most conversations the sidebar lists.
@@ -93,19 +93,19 @@ pub(crate) async fn index(
     let session = match extract::current_session(&headers, &state).await {
         Ok(session) => session,
         Err(WebError::Unavailable(_)) if state.oauth().is_none() => {
-            return render_sign_in(&headers, None, false);
+            return render_sign_in(&state, &headers, None, false);
         }
         Err(error) => return Err(error),
     };
     let Some(session) = session else {
         let stale = session::read_cookie(&headers, SESSION_COOKIE).is_some();
         let message = stale.then_some("Your session has ended. Sign in again.");
-        return render_sign_in(&headers, message, true);
+        return render_sign_in(&state, &headers, message, true);
     };
     let session = match extract::fresh_session(&state, session).await {
         Ok(session) => session,
         Err(WebError::SignInNeeded(message)) => {
-            return render_sign_in(&headers, Some(&message), true);
+            return render_sign_in(&state, &headers, Some(&message), true);
         }
         Err(error) => return Err(error),
     };
@@ -120,6 +120,7 @@ pub(crate) async fn index(
 
 /// The sign-in page; a stale session cookie is cleared.
 pub(crate) fn render_sign_in(
+    state: &AppState,
     headers: &HeaderMap,
     message: Option<&str>,
     available: bool,
@@ -128,7 +129,7 @@ pub(crate) fn render_sign_in(
     if session::read_cookie(headers, SESSION_COOKIE).is_some() {
         response.headers_mut().append(
             header::SET_COOKIE,
-            session::cookie(SESSION_COOKIE, "", "/", 0, false),
+            session::cookie(SESSION_COOKIE, "", "/", 0, state.config().web.is_https()),
         );
     }
     Ok(response)
@@ -138,7 +139,7 @@ pub(crate) fn render_sign_in(
 pub(crate) async fn chat(
     State(state): State<AppState>,
     Page(session): Page,
-    Path(conversation_id): Path<Uuid>,
+    Ids(conversation_id): Ids<Uuid>,
 ) -> Result<Response, WebError> {
     let owner = Owner::from(&session.user);
     let conversation = conversations::find(state.database(), owner, conversation_id)
@@ -186,7 +187,7 @@ pub(crate) async fn chat(
 pub(crate) async fn turn_fragment(
     State(state): State<AppState>,
     Api(session): Api,
-    Path((conversation_id, turn_id)): Path<(Uuid, Uuid)>,
+    Ids((conversation_id, turn_id)): Ids<(Uuid, Uuid)>,
 ) -> Result<Response, WebError> {
     let owner = Owner::from(&session.user);
     let turn = conversations::turn(state.database(), owner, conversation_id, turn_id)
@@ -223,7 +224,7 @@ pub(crate) async fn new_conversation(
 pub(crate) async fn ask(
     State(state): State<AppState>,
     Api(session): Api,
-    Path(conversation_id): Path<Uuid>,
+    Ids(conversation_id): Ids<Uuid>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
@@ -254,7 +255,7 @@ async fn ask_in(
 pub(crate) async fn stop(
     State(state): State<AppState>,
     Api(session): Api,
-    Path((conversation_id, turn_id)): Path<(Uuid, Uuid)>,
+    Ids((conversation_id, turn_id)): Ids<(Uuid, Uuid)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
@@ -271,7 +272,7 @@ pub(crate) async fn stop(
 pub(crate) async fn decide(
     State(state): State<AppState>,
     Api(session): Api,
-    Path((conversation_id, approval_id)): Path<(Uuid, Uuid)>,
+    Ids((conversation_id, approval_id)): Ids<(Uuid, Uuid)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {

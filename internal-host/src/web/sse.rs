@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::conversations::{self, Owner};
 use crate::events::{EventLog, Signals, StoredEvent};
 use crate::web::error::WebError;
-use crate::web::extract::Api;
+use crate::web::extract::{Api, Ids};
 
 /// Events are read from the log in batches of this many.
 const BATCH: i64 = 200;
@@ -40,7 +40,7 @@ struct Reader {
 pub(crate) async fn events(
     State(state): State<AppState>,
     Api(session): Api,
-    Path(conversation_id): Path<Uuid>,
+    Ids(conversation_id): Ids<Uuid>,
     headers: HeaderMap,
     query: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {

@@ -7,7 +7,7 @@ use reqwest::redirect::Policy;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::web_support::{WebApp, hidden};
+use crate::web_support::WebApp;
 
 #[tokio::test]
 async fn signed_out_visitors_see_only_the_sign_in_page() {
@@ -240,6 +240,8 @@ async fn another_users_conversation_is_not_found() {
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{handle} {path}");
         }
         let listed = other.get("/").await.text().await.unwrap();
+        let malformed = other.get("/conversations/not-an-id").await;
+        assert_eq!(malformed.status(), StatusCode::NOT_FOUND);
         assert!(!listed.contains("secret question"), "{listed}");
     }
     let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE conversation_id = $1")
@@ -460,6 +462,22 @@ async fn a_turn_acts_with_the_role_the_user_has_now() {
         html.contains("<strong class=\"role\">viewer</strong>"),
         "{html}"
     );
+    // A page load re-reads the role once the last reading is older than the interval.
+    sqlx::query("UPDATE users SET role = 'admin' WHERE email LIKE 'marcus@%'")
+        .execute(app.product())
+        .await
+        .unwrap();
+    let html = browser.get("/").await.text().await.unwrap();
+    assert!(
+        html.contains("class=\"role\">viewer<"),
+        "still fresh: {html}"
+    );
+    sqlx::query("UPDATE sessions SET role_checked_at = now() - interval '6 minutes'")
+        .execute(app.host())
+        .await
+        .unwrap();
+    let html = browser.get("/").await.text().await.unwrap();
+    assert!(html.contains("class=\"role\">admin<"), "{html}");
     // A user removed from the product loses the session at the next re-read.
     sqlx::query("UPDATE oauth_grants SET revoked_at = now() WHERE client_id = 'internal-host'")
         .execute(app.product())
@@ -600,5 +618,78 @@ async fn turns_left_running_by_an_earlier_process_end_failed() {
         .await
         .unwrap();
     assert!(html.contains("restarted while it worked"), "{html}");
-    let _ = hidden;
+}
+
+#[tokio::test]
+async fn the_host_does_not_start_when_the_sign_in_server_cannot_be_read() {
+    let database = crate::support::seeded_database().await;
+    let mut config = crate::support::host_config(&database, "http://127.0.0.1:1/mcp");
+    config.web.sign_in = Some(internal_host::config::SignInConfig {
+        issuer: "http://127.0.0.1:1".into(),
+        client_id: "internal-host".into(),
+        client_secret: internal_host::config::ClientSecret::new(
+            "a secret that must never print".into(),
+        ),
+        discovery_timeout: std::time::Duration::from_secs(1),
+    });
+    match internal_host::AppState::connect(config).await {
+        Err(internal_host::Error::Startup(message)) => {
+            assert!(message.contains("metadata"), "{message}");
+            assert!(!message.contains("must never print"), "{message}");
+        }
+        Err(other) => panic!("expected a start-up refusal, got {other}"),
+        Ok(_) => panic!("the host started without its sign-in server"),
+    }
+}
+
+#[tokio::test]
+async fn stop_ends_a_waiting_turn_whose_task_is_gone() {
+    let app = WebApp::start().await;
+    let browser = app.signed_in("acme", "marcus").await;
+    let conversation = browser.ask_new("annotate INC-7").await;
+    let turn = app.last_turn(conversation).await;
+    app.settled(turn).await;
+    // As after a restart: the turn waits for an approval and no task of this process has it.
+    let approval = Uuid::new_v4();
+    sqlx::query(
+        "UPDATE turns SET status = 'waiting_for_approval', finished_at = NULL WHERE id = $1",
+    )
+    .bind(turn)
+    .execute(app.host())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO approvals (id, turn_id, server, tool, arguments, plan, confirmation_token, status)
+         VALUES ($1, $2, 'internal-mcp', 'annotate_incident', '{}', '{}', 'secret-token', 'pending')",
+    )
+    .bind(approval)
+    .bind(turn)
+    .execute(app.host())
+    .await
+    .unwrap();
+    let stopped = browser
+        .post(
+            &format!("/conversations/{conversation}/turns/{turn}/stop"),
+            &[("csrf", browser.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    let (turn_status, approval_status): (String, String) = sqlx::query_as(
+        "SELECT t.status, a.status FROM turns t JOIN approvals a ON a.turn_id = t.id WHERE t.id = $1",
+    )
+    .bind(turn)
+    .fetch_one(app.host())
+    .await
+    .unwrap();
+    assert_eq!(
+        (turn_status.as_str(), approval_status.as_str()),
+        ("stopped", "expired")
+    );
+    let confirm = browser
+        .post(
+            &format!("/conversations/{conversation}/approvals/{approval}"),
+            &[("csrf", browser.csrf.as_str()), ("decision", "confirm")],
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::CONFLICT);
 }

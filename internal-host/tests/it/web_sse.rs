@@ -19,6 +19,7 @@ async fn read_events(
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id.to_string());
     }
+    let sent = std::time::Instant::now();
     let mut response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -50,6 +51,12 @@ async fn read_events(
                 }
             }
             if let (Some(id), Some(data)) = (id, data) {
+                if events.is_empty() {
+                    println!(
+                        "first event of {path} after {} µs",
+                        sent.elapsed().as_micros()
+                    );
+                }
                 events.push((id, data));
             }
         }

@@ -5,14 +5,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::agent::{Agent, TurnLimits};
 use crate::app::{AppState, serve};
 use crate::config::{ClientSecret, Config, CredentialKey, McpLimits, SignInConfig};
 use crate::error::Error;
+use crate::llm::LlmSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,7 +31,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the assistant over HTTP (applies the host's pending migrations first).
-    Serve(ServeArguments),
+    Serve(Box<ServeArguments>),
+    /// Print the SQL an administrator runs once to create the host's role and schema, with the
+    /// role's password taken from INTERNAL_HOST_DATABASE_PASSWORD (never a flag).
+    BootstrapSql,
 }
 
 /// The environment variable that may hold the credential signing key itself (the key internal-mcp
@@ -92,7 +98,17 @@ pub struct ServeArguments {
     /// Sessions end this many hours after sign-in.
     #[arg(long, env = "INTERNAL_HOST_SESSION_HOURS", default_value_t = 12)]
     pub session_hours: u64,
+    /// The language model that answers; with none configured, questions get a notice saying so.
+    #[command(flatten)]
+    pub llm: LlmSettings,
+    /// Show the model an index of capability groups and offer a group's tools only once it asks
+    /// for them (fewer tokens per model call).
+    #[arg(long, env = "INTERNAL_HOST_SKILLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub skills: bool,
 }
+
+/// The environment variable `bootstrap-sql` reads the host role's password from.
+pub const BOOTSTRAP_PASSWORD_ENV: &str = "INTERNAL_HOST_DATABASE_PASSWORD";
 
 /// A database URL that never prints.
 #[derive(Clone)]
@@ -114,7 +130,16 @@ fn parse_secret_url(value: &str) -> Result<SecretUrl, String> {
 /// Runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(arguments) => serve_command(arguments).await,
+        Command::Serve(arguments) => serve_command(*arguments).await,
+        Command::BootstrapSql => {
+            let password = std::env::var(BOOTSTRAP_PASSWORD_ENV).map_err(|_| {
+                Error::Startup(format!(
+                    "set {BOOTSTRAP_PASSWORD_ENV} to the host role's password"
+                ))
+            })?;
+            println!("{}", crate::database::bootstrap_sql(&password)?);
+            Ok(())
+        }
     }
 }
 
@@ -135,7 +160,25 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
         )?),
         discovery_timeout: Duration::from_secs(arguments.oauth_discovery_seconds),
     });
-    let state = AppState::connect(config).await?;
+    let mut state = AppState::connect(config).await?;
+    if arguments.llm.is_configured() {
+        let provider = arguments.llm.build()?;
+        let limits = TurnLimits::default();
+        limits.validate()?;
+        let agent = Agent::new(
+            provider,
+            state.internal_mcp().clone(),
+            state.database().clone(),
+            limits,
+        )
+        .with_skills(arguments.skills);
+        tracing::info!(model = %agent.model().name, provider = %agent.model().provider, "the assistant answers with this model");
+        state = state.with_turns(Arc::new(agent));
+    } else {
+        tracing::warn!(
+            "no language model is configured (INTERNAL_HOST_LLM_MODEL); questions get a notice saying so"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(arguments.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "internal-host listening");
     serve(listener, state, async {

@@ -19,8 +19,8 @@ pub const SCHEMA: &str = "internal_host";
 /// The host's migrations, run as [`ROLE`] with `search_path` = [`SCHEMA`].
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// What an administrator runs once per cluster (the role) and database (the schema). The password
-/// must not contain a single quote.
+/// What an administrator runs once per cluster (the role) and database (the schema); run again, it
+/// sets the role's password to `password`. The password must not contain a single quote.
 pub fn bootstrap_sql(password: &str) -> Result<String, Error> {
     if password.len() < 16 || password.contains(['\'', '\\']) {
         return Err(Error::Startup(
@@ -31,6 +31,8 @@ pub fn bootstrap_sql(password: &str) -> Result<String, Error> {
         "DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN
              CREATE ROLE {ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{password}';
+           ELSE
+             ALTER ROLE {ROLE} PASSWORD '{password}';
            END IF;
          END $$;
          CREATE SCHEMA IF NOT EXISTS {SCHEMA} AUTHORIZATION {ROLE};

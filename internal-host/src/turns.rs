@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::agent::Agent;
 use crate::conversations::{self, Owner};
 use crate::credentials::ActingUser;
 use crate::error::Error;
@@ -28,24 +29,7 @@ use crate::llm::ModelInfo;
 /// How long a stopped turn's task may take to notice before it is aborted.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// What the agent needs to run a turn.
-// At the merge with the agent this is `pub use crate::agent::TurnContext` (the same fields).
-#[derive(Debug, Clone)]
-pub struct TurnContext {
-    pub turn_id: Uuid,
-    pub conversation_id: Uuid,
-    pub correlation_id: Uuid,
-    pub user: ActingUser,
-    pub question: String,
-}
-
-/// A person's answer to an approval card.
-// At the merge with the agent this is `pub use crate::agent::Decision`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Confirm,
-    Reject,
-}
+pub use crate::agent::{Decision, TurnContext};
 
 /// The future of a turn's work.
 pub type TurnFuture = Pin<Box<dyn Future<Output = Result<TurnStatus, Error>> + Send>>;
@@ -543,6 +527,39 @@ fn finished(status: TurnStatus, model_calls: i32, tool_calls: i32, elapsed_ms: u
         input_tokens: 0,
         output_tokens: 0,
         elapsed_ms,
+    }
+}
+
+/// The agent runs turns in production.
+impl Turns for Agent {
+    fn model(&self) -> ModelInfo {
+        Agent::model(self).clone()
+    }
+
+    fn run_turn(
+        &self,
+        turn: TurnContext,
+        events: EventLog,
+        cancel: CancellationToken,
+    ) -> TurnFuture {
+        let agent = self.clone();
+        Box::pin(async move { agent.run_turn(&turn, &events, cancel).await })
+    }
+
+    fn decide(
+        &self,
+        turn: TurnContext,
+        approval_id: Uuid,
+        decision: Decision,
+        events: EventLog,
+        cancel: CancellationToken,
+    ) -> TurnFuture {
+        let agent = self.clone();
+        Box::pin(async move {
+            agent
+                .decide(&turn, approval_id, decision, &events, cancel)
+                .await
+        })
     }
 }
 

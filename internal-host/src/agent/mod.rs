@@ -157,6 +157,11 @@ impl Agent {
         self
     }
 
+    /// Which model answers.
+    pub fn model(&self) -> &crate::llm::ModelInfo {
+        self.provider.model()
+    }
+
     pub fn limits(&self) -> &TurnLimits {
         &self.limits
     }

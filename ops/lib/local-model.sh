@@ -169,7 +169,7 @@ local_model_prepare() {
     log "the local model is ready ($((SECONDS - started))s):"
     log "  server  $LOCAL_MODEL_SERVER"
     log "  model   $LOCAL_MODEL_GGUF ($(du -m "$LOCAL_MODEL_GGUF" | cut -f1) MB, Gemma 3 270M base, Q4_K_M)"
-    log "  serve   ops/local-model serve [--port 8092]"
+    log "  serve   ops/local-model serve [--port 8093]"
 }
 
 # The server's command line in LOCAL_MODEL_COMMAND. No KV-cache quantisation (it hurts tool calls).

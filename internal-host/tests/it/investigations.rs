@@ -513,3 +513,180 @@ async fn a_storm_of_fifty_incidents_stops_at_the_daily_budget_and_skips_the_rest
     );
     worker.abort();
 }
+
+/// A TCP relay to internal-mcp that can be switched off: while off, it drops the connections it
+/// relays and accepts new ones only to drop them, as a crashed server would look to the host.
+struct Relay {
+    url: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn to(target_url: &str) -> Self {
+        let target = target_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}/mcp", listener.local_addr().expect("an address"));
+        let (up, watching) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watching.borrow() {
+                    continue;
+                }
+                let target = target.clone();
+                let mut watching = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watching.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { url, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn while_internal_mcp_is_down_the_run_is_retried_with_backoff_and_completes_once_it_is_back()
+{
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let relay = Relay::to(&url).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "checkout-api", "Checkout is flaky").await;
+    let mut config = worker_config(acme, "patient");
+    config.max_attempts = 10;
+    config.pause_between_calls = Duration::from_millis(300);
+    let worker = spawn_worker(&database, &relay.url, config).await;
+
+    // Cut internal-mcp off once the run has recorded its first step.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let steps: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM internal_host.investigation_steps")
+                .fetch_one(pool)
+                .await
+                .expect("a count");
+        if steps > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.set(false);
+    let deadline = Instant::now() + PATIENCE;
+    let waiting = loop {
+        let found = investigations(pool)
+            .await
+            .into_iter()
+            .next()
+            .expect("the investigation");
+        if found.attempts >= 2 && found.status == "queued" {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no retry: {found:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        waiting
+            .status_reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("retrying")),
+        "{waiting:?}"
+    );
+    relay.set(true);
+    wait_for(pool, "the run to complete", |counts| settled(counts, 1)).await;
+    let done = investigations(pool).await.remove(0);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(agent_notes(pool, incident_id).await.len(), 1);
+    let transport_errors: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM internal_host.investigation_steps WHERE status = 'transport_error'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("a count");
+    println!(
+        "figures: completed after {} attempts, {transport_errors} recorded transport failures",
+        done.attempts
+    );
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_run_that_keeps_failing_is_marked_failed_with_its_reason_after_its_last_attempt() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let relay = Relay::to(&url).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "cart-service", "Carts are slow").await;
+    let mut config = worker_config(acme, "unlucky");
+    config.max_attempts = 2;
+    config.pause_between_calls = Duration::from_millis(300);
+    let worker = spawn_worker(&database, &relay.url, config).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let steps: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM internal_host.investigation_steps")
+                .fetch_one(pool)
+                .await
+                .expect("a count");
+        if steps > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.set(false);
+    wait_for(pool, "the run to fail", |counts| settled(counts, 1)).await;
+    let failed = investigations(pool).await.remove(0);
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    assert_eq!(failed.attempts, 2);
+    let reason = failed.status_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("failed after 2 attempt(s): "),
+        "{reason}"
+    );
+    assert!(agent_notes(pool, incident_id).await.is_empty());
+    println!("the failure as recorded: {reason}");
+    worker.abort();
+}
+
+#[tokio::test]
+async fn with_self_confirmation_off_the_report_is_kept_and_nothing_is_written() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "search-api", "Search is slow").await;
+    let mut config = worker_config(acme, "cautious");
+    config.self_confirm_annotations = false;
+    let worker = spawn_worker(&database, &url, config).await;
+    wait_for(pool, "the run", |counts| settled(counts, 1)).await;
+    let done = investigations(pool).await.remove(0);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(done.note_status, "disabled");
+    assert!(done.report.is_some());
+    assert!(agent_notes(pool, incident_id).await.is_empty());
+    let privileged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM internal_mcp_audit_log WHERE tool = 'annotate_incident'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("a count");
+    assert_eq!(privileged, 0, "not even a plan was asked for");
+    worker.abort();
+}

@@ -22,8 +22,8 @@ use crate::mcp::McpConnector;
 
 /// The longest note the worker writes (internal-mcp accepts 10,000 characters).
 const MAX_NOTE_CHARACTERS: usize = 9_000;
-/// Investigations run per queue drain before discovery gets its turn again.
-const RUNS_PER_DRAIN: usize = 20;
+/// Claims per queue drain (runs, deferrals and skips together) before the loop sleeps once.
+const CLAIMS_PER_DRAIN: usize = 100;
 
 /// One AgenticOps worker. Several may run (in one process or many) on the same database.
 pub struct Worker {
@@ -71,23 +71,28 @@ impl Worker {
     /// Polls, claims and investigates until `shutdown` completes. An investigation cut short by
     /// the shutdown keeps its lease until it expires, then another worker takes it over.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        tokio::pin!(shutdown);
-        let mut health: HashMap<Uuid, DiscoveryHealth> = HashMap::new();
         tracing::info!(worker = %self.config.worker_id, organizations = self.config.agents.len(), "AgenticOps worker started");
-        loop {
-            let round = async {
+        // Discovery and runs are two loops, so a long run never delays learning of new incidents.
+        let discovery = async {
+            let mut health: HashMap<Uuid, DiscoveryHealth> = HashMap::new();
+            loop {
                 self.discover(&mut health).await;
+                tokio::time::sleep(self.config.poll_interval).await;
+            }
+        };
+        let runs = async {
+            loop {
                 self.drain().await;
-            };
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = round => {}
+                tokio::time::sleep(self.config.poll_interval).await;
             }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(self.config.poll_interval) => {}
-            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = discovery => {}
+            () = runs => {}
         }
+        tracing::info!(worker = %self.config.worker_id, "AgenticOps worker stopped");
+        Ok(())
     }
 
     async fn discover(&self, health: &mut HashMap<Uuid, DiscoveryHealth>) {
@@ -109,7 +114,7 @@ impl Worker {
     }
 
     async fn drain(&self) {
-        for _ in 0..RUNS_PER_DRAIN * 5 {
+        for _ in 0..CLAIMS_PER_DRAIN {
             let claim = store::claim(
                 &self.pool,
                 &self.config.worker_id,

@@ -149,12 +149,13 @@ struct Investigation {
     attempts: i32,
     note_status: String,
     report: Option<Value>,
+    error: Option<String>,
     mcp_calls: i32,
 }
 
 async fn investigations(pool: &PgPool) -> Vec<Investigation> {
     sqlx::query_as(
-        "SELECT id, incident_id, status, status_reason, attempts, note_status, report, mcp_calls
+        "SELECT id, incident_id, status, status_reason, attempts, note_status, report, error, mcp_calls
            FROM internal_host.investigations ORDER BY created_at",
     )
     .fetch_all(pool)
@@ -308,6 +309,7 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     .expect("a count");
     assert_eq!(again, 1);
     assert_eq!(investigation.note_status, "posted");
+    println!("the note on the timeline:\n{}", notes[0]);
     println!(
         "figures: incident opened -> report posted in {} ms, {} MCP calls in the run",
         elapsed.as_millis(),
@@ -386,6 +388,23 @@ async fn two_racing_workers_investigate_every_seeded_incident_once_and_name_each
         .iter()
         .map(|investigation| investigation.mcp_calls)
         .collect();
+    for busy in all
+        .iter()
+        .filter(|investigation| investigation.mcp_calls > 8)
+    {
+        let steps: Vec<(i32, String, String)> = sqlx::query_as(
+            "SELECT attempt, name, status FROM internal_host.investigation_steps
+              WHERE investigation_id = $1 ORDER BY id",
+        )
+        .bind(busy.id)
+        .fetch_all(pool)
+        .await
+        .expect("the steps");
+        println!(
+            "a longer run ({} attempts, last error {:?}): {steps:?}",
+            busy.attempts, busy.error
+        );
+    }
     println!(
         "figures: {} incidents of two organisations investigated by two workers in {} ms; MCP calls per run {:?}",
         all.len(),

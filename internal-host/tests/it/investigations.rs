@@ -11,7 +11,7 @@ use demo_backend::domain::incidents::NewIncident;
 use demo_backend::domain::kinds::Severity;
 use demo_backend::seed::{self, SeedOptions};
 use internal_host::AppState;
-use internal_host::investigations::{AgentIdentity, InvestigationConfig, run_worker};
+use internal_host::investigations::{self, AgentIdentity, InvestigationConfig, run_worker};
 use serde_json::Value;
 use sqlx::PgPool;
 use test_harness::TestDatabase;
@@ -153,7 +153,7 @@ struct Investigation {
     mcp_calls: i32,
 }
 
-async fn investigations(pool: &PgPool) -> Vec<Investigation> {
+async fn stored_investigations(pool: &PgPool) -> Vec<Investigation> {
     sqlx::query_as(
         "SELECT id, incident_id, status, status_reason, attempts, note_status, report, error, mcp_calls
            FROM internal_host.investigations ORDER BY created_at",
@@ -252,7 +252,7 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     let incident_id = open_incident(pool, "acme", story.service, "Checkout errors right now").await;
     let deadline = Instant::now() + PATIENCE;
     let investigation = loop {
-        let found = investigations(pool)
+        let found = stored_investigations(pool)
             .await
             .into_iter()
             .find(|investigation| investigation.incident_id == incident_id);
@@ -309,6 +309,42 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     .expect("a count");
     assert_eq!(again, 1);
     assert_eq!(investigation.note_status, "posted");
+
+    // What a page reads, as the host's own role: the steps, no confirmation token anywhere, and
+    // nothing for another organisation.
+    let host = AppState::connect(host_config(&database, &url))
+        .await
+        .expect("the host starts");
+    let organization_id = agents(pool, &["acme"]).await[0].organization_id;
+    let detail = investigations::investigation(host.database(), organization_id, incident_id)
+        .await
+        .expect("a read")
+        .expect("the investigation");
+    assert_eq!(detail.steps.len() as i32, investigation.mcp_calls);
+    let names: Vec<&str> = detail.steps.iter().map(|step| step.name.as_str()).collect();
+    assert!(
+        names.ends_with(&["timeline_check", "annotate_plan", "annotate_confirm"]),
+        "{names:?}"
+    );
+    for step in &detail.steps {
+        let stored = format!("{} {:?}", step.arguments, step.result);
+        assert!(
+            !stored.contains("imc_"),
+            "a confirmation token was stored: {stored}"
+        );
+    }
+    let listed = investigations::list_investigations(host.database(), organization_id, 50)
+        .await
+        .expect("a list");
+    assert!(
+        listed
+            .iter()
+            .any(|summary| summary.incident_id == incident_id)
+    );
+    let elsewhere = investigations::investigation(host.database(), Uuid::new_v4(), incident_id)
+        .await
+        .expect("a read");
+    assert!(elsewhere.is_none());
     println!("the note on the timeline:\n{}", notes[0]);
     println!(
         "figures: incident opened -> report posted in {} ms, {} MCP calls in the run",
@@ -344,7 +380,7 @@ async fn two_racing_workers_investigate_every_seeded_incident_once_and_name_each
     })
     .await;
     let elapsed = started.elapsed();
-    let all = investigations(pool).await;
+    let all = stored_investigations(pool).await;
     assert_eq!(all.len() as i64, incidents);
     for investigation in &all {
         assert_eq!(investigation.status, "completed", "{investigation:?}");
@@ -468,7 +504,7 @@ async fn a_worker_killed_mid_run_is_taken_over_by_another_and_writes_one_note() 
     rescuer.discover_since = Some(story_opened_at);
     let rescuer = spawn_worker(&database, &url, rescuer).await;
     wait_for(pool, "the rescue", |counts| settled(counts, expected)).await;
-    let all = investigations(pool).await;
+    let all = stored_investigations(pool).await;
     for investigation in &all {
         assert_eq!(investigation.status, "completed", "{investigation:?}");
         let notes = agent_notes(pool, investigation.incident_id).await;
@@ -509,7 +545,7 @@ async fn a_storm_of_fifty_incidents_stops_at_the_daily_budget_and_skips_the_rest
     }
     let worker = spawn_worker(&database, &url, config).await;
     wait_for(pool, "the storm to settle", |counts| settled(counts, 50)).await;
-    let all = investigations(pool).await;
+    let all = stored_investigations(pool).await;
     let completed: Vec<&Investigation> = all.iter().filter(|i| i.status == "completed").collect();
     let skipped: Vec<&Investigation> = all.iter().filter(|i| i.status == "skipped").collect();
     assert_eq!(completed.len(), 5, "{all:?}");
@@ -608,7 +644,7 @@ async fn while_internal_mcp_is_down_the_run_is_retried_with_backoff_and_complete
     relay.set(false);
     let deadline = Instant::now() + PATIENCE;
     let waiting = loop {
-        let found = investigations(pool)
+        let found = stored_investigations(pool)
             .await
             .into_iter()
             .next()
@@ -628,7 +664,7 @@ async fn while_internal_mcp_is_down_the_run_is_retried_with_backoff_and_complete
     );
     relay.set(true);
     wait_for(pool, "the run to complete", |counts| settled(counts, 1)).await;
-    let done = investigations(pool).await.remove(0);
+    let done = stored_investigations(pool).await.remove(0);
     assert_eq!(done.status, "completed", "{done:?}");
     assert_eq!(agent_notes(pool, incident_id).await.len(), 1);
     let transport_errors: i64 = sqlx::query_scalar(
@@ -671,7 +707,7 @@ async fn a_run_that_keeps_failing_is_marked_failed_with_its_reason_after_its_las
     }
     relay.set(false);
     wait_for(pool, "the run to fail", |counts| settled(counts, 1)).await;
-    let failed = investigations(pool).await.remove(0);
+    let failed = stored_investigations(pool).await.remove(0);
     assert_eq!(failed.status, "failed", "{failed:?}");
     assert_eq!(failed.attempts, 2);
     let reason = failed.status_reason.as_deref().unwrap_or_default();
@@ -695,7 +731,7 @@ async fn with_self_confirmation_off_the_report_is_kept_and_nothing_is_written() 
     config.self_confirm_annotations = false;
     let worker = spawn_worker(&database, &url, config).await;
     wait_for(pool, "the run", |counts| settled(counts, 1)).await;
-    let done = investigations(pool).await.remove(0);
+    let done = stored_investigations(pool).await.remove(0);
     assert_eq!(done.status, "completed", "{done:?}");
     assert_eq!(done.note_status, "disabled");
     assert!(done.report.is_some());

@@ -441,6 +441,15 @@ async fn two_racing_workers_investigate_every_seeded_incident_once_and_name_each
             busy.attempts, busy.error
         );
     }
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+           FROM (SELECT extract(epoch FROM finished_at - started_at) * 1000 AS ms
+                   FROM internal_host.investigations) runs",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("the percentiles");
+    println!("figures: run duration (claim to report posted) p50 {p50:.0} ms, p99 {p99:.0} ms");
     println!(
         "figures: {} incidents of two organisations investigated by two workers in {} ms; MCP calls per run {:?}",
         all.len(),
@@ -744,4 +753,58 @@ async fn with_self_confirmation_off_the_report_is_kept_and_nothing_is_written() 
     .expect("a count");
     assert_eq!(privileged, 0, "not even a plan was asked for");
     worker.abort();
+}
+
+#[tokio::test]
+async fn a_worker_stopped_mid_run_hands_the_investigation_back_at_once() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "payments-gateway", "Payments are slow").await;
+    let mut config = worker_config(acme.clone(), "polite");
+    config.pause_between_calls = Duration::from_millis(400);
+    config.lease = Duration::from_secs(60);
+    let state = AppState::connect(host_config(&database, &url))
+        .await
+        .expect("the host starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let polite = tokio::spawn(async move {
+        run_worker(&state, config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let steps: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM internal_host.investigation_steps")
+                .fetch_one(pool)
+                .await
+                .expect("a count");
+        if steps > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).expect("the worker listens");
+    polite
+        .await
+        .expect("the worker task")
+        .expect("a clean stop");
+    let handed_back = stored_investigations(pool).await.remove(0);
+    assert_eq!(handed_back.status, "queued", "{handed_back:?}");
+    assert_eq!(
+        handed_back.error.as_deref(),
+        Some("the worker stopped during the run")
+    );
+
+    // Well before the 60 s lease would have expired, another worker finishes it.
+    let next = spawn_worker(&database, &url, worker_config(acme, "next")).await;
+    wait_for(pool, "the run", |counts| settled(counts, 1)).await;
+    let done = stored_investigations(pool).await.remove(0);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(agent_notes(pool, incident_id).await.len(), 1);
+    next.abort();
 }

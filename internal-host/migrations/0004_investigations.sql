@@ -34,6 +34,7 @@ CREATE TABLE investigations (
     note_status        text NOT NULL DEFAULT 'none' CHECK (note_status IN ('none', 'planned', 'posted', 'found', 'disabled')),
     note_event_id      uuid,
     report             jsonb,
+    -- The last failed attempt's error (kept after a later attempt completes, for the record).
     error              text,
     mcp_calls          integer NOT NULL DEFAULT 0,
     created_at         timestamptz NOT NULL DEFAULT now(),

@@ -13,12 +13,14 @@
 //! - `annotate` posts the report to the incident's timeline with `annotate_incident`, the one
 //!   privileged operation the worker may confirm itself (by policy), exactly once per incident.
 //! - `worker` is the loop tying them together: [`Worker::run`] and [`run_worker`].
+//! - `views` reads investigations and their steps for pages, per organisation.
 
 mod annotate;
 mod discovery;
 mod playbook;
 mod report;
 mod store;
+mod views;
 mod worker;
 
 use std::time::Duration;
@@ -31,6 +33,9 @@ use crate::error::Error;
 
 pub use annotate::confirmation_token;
 pub use report::{Claim, Report, SuspectedCause, WindowSummary};
+pub use views::{
+    InvestigationDetail, InvestigationSummary, RecordedStep, investigation, list_investigations,
+};
 pub use worker::{Worker, run_worker};
 
 /// The organisation's own agent identity: its service user (`assistant@<domain>` in the seed),
@@ -144,6 +149,28 @@ impl InvestigationConfig {
 }
 
 impl AgentIdentity {
+    /// Parses `<organization id>:<user id>` pairs separated by commas (e.g. from an environment
+    /// variable); an empty text is no agents.
+    pub fn parse_list(text: &str) -> Result<Vec<AgentIdentity>, Error> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let parsed = pair.split_once(':').and_then(|(organization, user)| {
+                    Some(AgentIdentity {
+                        organization_id: Uuid::parse_str(organization.trim()).ok()?,
+                        user_id: Uuid::parse_str(user.trim()).ok()?,
+                    })
+                });
+                parsed.ok_or_else(|| {
+                    Error::Startup(format!(
+                        "investigations: {pair:?} is not <organization id>:<user id>"
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// The service user with `role` (`viewer` for reading, `responder` to annotate).
     pub(crate) fn acting(&self, role: &str) -> ActingUser {
         ActingUser {
@@ -151,5 +178,39 @@ impl AgentIdentity {
             organization_id: self.organization_id,
             role: role.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_lists_parse_or_fail_closed() {
+        let organization = Uuid::new_v4();
+        let user = Uuid::new_v4();
+        let parsed = AgentIdentity::parse_list(&format!(" {organization}:{user} ,")).unwrap();
+        assert_eq!(
+            parsed,
+            [AgentIdentity {
+                organization_id: organization,
+                user_id: user
+            }]
+        );
+        assert!(AgentIdentity::parse_list("").unwrap().is_empty());
+        assert!(AgentIdentity::parse_list("nonsense").is_err());
+        assert!(AgentIdentity::parse_list(&format!("{organization}:x")).is_err());
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_unsafe_values_are_refused() {
+        let config = InvestigationConfig::new(Vec::new());
+        assert!(config.validate().is_ok());
+        let mut zero_budget = config.clone();
+        zero_budget.limits.daily_budget_per_organization = 0;
+        assert!(zero_budget.validate().is_err());
+        let mut endless = config;
+        endless.max_attempts = 0;
+        assert!(endless.validate().is_err());
     }
 }

@@ -16,6 +16,11 @@ use super::store::{self, ClaimedInvestigation, StepRecord};
 use crate::error::Error;
 use crate::mcp::{McpSession, ToolOutcome};
 
+/// What internal-mcp's admission control says when a caller has too many calls in flight.
+const ADMISSION_REFUSAL: &str = "too many queries in flight";
+/// The waits before asking again after such a refusal.
+const ADMISSION_RETRIES_MS: [u64; 6] = [100, 200, 400, 800, 1_600, 3_200];
+
 /// Why an attempt stopped before its end.
 #[derive(Debug)]
 pub(crate) enum RunError {
@@ -93,7 +98,18 @@ impl Recorder<'_> {
             _ => Map::new(),
         };
         let started = Instant::now();
-        let called = session.call(tool, map).await;
+        let mut called = session.call(tool, map.clone()).await;
+        // internal-mcp refuses a call over its per-user limit of calls in flight (several workers
+        // share the service user): wait a little and ask again, a bounded number of times.
+        for wait_ms in ADMISSION_RETRIES_MS {
+            match &called {
+                Ok(outcome) if outcome.is_error && outcome.text.contains(ADMISSION_REFUSAL) => {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    called = session.call(tool, map.clone()).await;
+                }
+                _ => break,
+            }
+        }
         let duration = started.elapsed();
         match called {
             Ok(outcome) if outcome.is_error => Called {

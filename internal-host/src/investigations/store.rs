@@ -397,7 +397,7 @@ pub(crate) async fn complete(
 ) -> Result<bool, Error> {
     let updated = sqlx::query(
         "UPDATE investigations
-            SET status = 'completed', report = $3, error = NULL, status_reason = NULL,
+            SET status = 'completed', report = $3, status_reason = NULL,
                 lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
           WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
     )

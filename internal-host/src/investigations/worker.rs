@@ -22,14 +22,16 @@ use crate::mcp::McpConnector;
 
 /// The longest note the worker writes (internal-mcp accepts 10,000 characters).
 const MAX_NOTE_CHARACTERS: usize = 9_000;
-/// Investigations run per queue drain before discovery gets its turn again.
-const RUNS_PER_DRAIN: usize = 20;
+/// Claims per queue drain (runs, deferrals and skips together) before the loop sleeps once.
+const CLAIMS_PER_DRAIN: usize = 100;
 
 /// One AgenticOps worker. Several may run (in one process or many) on the same database.
 pub struct Worker {
     pool: PgPool,
     connector: McpConnector,
     config: InvestigationConfig,
+    /// The investigation being run, handed back to the queue when the worker stops mid-run.
+    current: std::sync::Mutex<Option<Uuid>>,
 }
 
 /// Runs a worker on the host's database and internal-mcp connector until `shutdown` completes.
@@ -65,29 +67,56 @@ impl Worker {
             pool,
             connector,
             config,
+            current: std::sync::Mutex::new(None),
         })
     }
 
     /// Polls, claims and investigates until `shutdown` completes. An investigation cut short by
-    /// the shutdown keeps its lease until it expires, then another worker takes it over.
+    /// the shutdown goes back to the queue at once (one that dies with its process waits for its
+    /// lease to expire, then another worker takes it over).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        tokio::pin!(shutdown);
-        let mut health: HashMap<Uuid, DiscoveryHealth> = HashMap::new();
         tracing::info!(worker = %self.config.worker_id, organizations = self.config.agents.len(), "AgenticOps worker started");
-        loop {
-            let round = async {
+        // Discovery and runs are two loops, so a long run never delays learning of new incidents.
+        let discovery = async {
+            let mut health: HashMap<Uuid, DiscoveryHealth> = HashMap::new();
+            loop {
                 self.discover(&mut health).await;
-                self.drain().await;
-            };
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = round => {}
+                tokio::time::sleep(self.config.poll_interval).await;
             }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(self.config.poll_interval) => {}
+        };
+        let runs = async {
+            loop {
+                self.drain().await;
+                tokio::time::sleep(self.config.poll_interval).await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = discovery => {}
+            () = runs => {}
+        }
+        let interrupted = self
+            .current
+            .lock()
+            .map(|mut current| current.take())
+            .unwrap_or(None);
+        if let Some(id) = interrupted {
+            // Handed back at once rather than when the lease expires; the attempt still counts.
+            let released = store::give_back(
+                &self.pool,
+                id,
+                &self.config.worker_id,
+                "the worker stopped during the run",
+                Duration::ZERO,
+                true,
+            )
+            .await;
+            if let Err(error) = released {
+                tracing::warn!(%id, %error, "could not hand an interrupted investigation back");
             }
         }
+        tracing::info!(worker = %self.config.worker_id, "AgenticOps worker stopped");
+        Ok(())
     }
 
     async fn discover(&self, health: &mut HashMap<Uuid, DiscoveryHealth>) {
@@ -109,7 +138,7 @@ impl Worker {
     }
 
     async fn drain(&self) {
-        for _ in 0..RUNS_PER_DRAIN * 5 {
+        for _ in 0..CLAIMS_PER_DRAIN {
             let claim = store::claim(
                 &self.pool,
                 &self.config.worker_id,
@@ -132,6 +161,7 @@ impl Worker {
     /// Runs one attempt while renewing its lease; stops at once when the lease is lost.
     async fn investigate(&self, investigation: ClaimedInvestigation) {
         let started = Instant::now();
+        self.set_current(Some(investigation.id));
         let outcome = tokio::select! {
             outcome = self.attempt(&investigation) => outcome,
             () = self.keep_lease(&investigation) => Err(RunError::LeaseLost),
@@ -158,8 +188,15 @@ impl Worker {
                 store::give_back(&self.pool, id, &self.config.worker_id, &message, Duration::ZERO, false).await
             }
         };
+        self.set_current(None);
         if let Err(error) = result {
             tracing::warn!(%id, %error, "could not record the end of an investigation");
+        }
+    }
+
+    fn set_current(&self, id: Option<Uuid>) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = id;
         }
     }
 

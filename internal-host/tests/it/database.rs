@@ -13,7 +13,7 @@ async fn the_host_migrates_its_own_schema_and_cannot_read_product_tables() {
         .expect("the host starts");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
-          WHERE table_schema = 'internal_host' ORDER BY 1",
+          WHERE table_schema = 'internal_host' ORDER BY table_name::text COLLATE \"C\"",
     )
     .fetch_all(state.database())
     .await
@@ -24,7 +24,11 @@ async fn the_host_migrates_its_own_schema_and_cannot_read_product_tables() {
             "_sqlx_migrations",
             "approvals",
             "conversations",
+            "discovery_cursors",
             "events",
+            "investigation_budgets",
+            "investigation_steps",
+            "investigations",
             "pending_sign_ins",
             "sessions",
             "tool_results",

@@ -11,7 +11,7 @@ use demo_backend::domain::incidents::NewIncident;
 use demo_backend::domain::kinds::Severity;
 use demo_backend::seed::{self, SeedOptions};
 use internal_host::AppState;
-use internal_host::investigations::{AgentIdentity, InvestigationConfig, run_worker};
+use internal_host::investigations::{self, AgentIdentity, InvestigationConfig, run_worker};
 use serde_json::Value;
 use sqlx::PgPool;
 use test_harness::TestDatabase;
@@ -149,12 +149,13 @@ struct Investigation {
     attempts: i32,
     note_status: String,
     report: Option<Value>,
+    error: Option<String>,
     mcp_calls: i32,
 }
 
-async fn investigations(pool: &PgPool) -> Vec<Investigation> {
+async fn stored_investigations(pool: &PgPool) -> Vec<Investigation> {
     sqlx::query_as(
-        "SELECT id, incident_id, status, status_reason, attempts, note_status, report, mcp_calls
+        "SELECT id, incident_id, status, status_reason, attempts, note_status, report, error, mcp_calls
            FROM internal_host.investigations ORDER BY created_at",
     )
     .fetch_all(pool)
@@ -251,7 +252,7 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     let incident_id = open_incident(pool, "acme", story.service, "Checkout errors right now").await;
     let deadline = Instant::now() + PATIENCE;
     let investigation = loop {
-        let found = investigations(pool)
+        let found = stored_investigations(pool)
             .await
             .into_iter()
             .find(|investigation| investigation.incident_id == incident_id);
@@ -308,6 +309,43 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     .expect("a count");
     assert_eq!(again, 1);
     assert_eq!(investigation.note_status, "posted");
+
+    // What a page reads, as the host's own role: the steps, no confirmation token anywhere, and
+    // nothing for another organisation.
+    let host = AppState::connect(host_config(&database, &url))
+        .await
+        .expect("the host starts");
+    let organization_id = agents(pool, &["acme"]).await[0].organization_id;
+    let detail = investigations::investigation(host.database(), organization_id, incident_id)
+        .await
+        .expect("a read")
+        .expect("the investigation");
+    assert_eq!(detail.steps.len() as i32, investigation.mcp_calls);
+    let names: Vec<&str> = detail.steps.iter().map(|step| step.name.as_str()).collect();
+    assert!(
+        names.ends_with(&["timeline_check", "annotate_plan", "annotate_confirm"]),
+        "{names:?}"
+    );
+    for step in &detail.steps {
+        let stored = format!("{} {:?}", step.arguments, step.result);
+        assert!(
+            !stored.contains("imc_"),
+            "a confirmation token was stored: {stored}"
+        );
+    }
+    let listed = investigations::list_investigations(host.database(), organization_id, 50)
+        .await
+        .expect("a list");
+    assert!(
+        listed
+            .iter()
+            .any(|summary| summary.incident_id == incident_id)
+    );
+    let elsewhere = investigations::investigation(host.database(), Uuid::new_v4(), incident_id)
+        .await
+        .expect("a read");
+    assert!(elsewhere.is_none());
+    println!("the note on the timeline:\n{}", notes[0]);
     println!(
         "figures: incident opened -> report posted in {} ms, {} MCP calls in the run",
         elapsed.as_millis(),
@@ -342,7 +380,7 @@ async fn two_racing_workers_investigate_every_seeded_incident_once_and_name_each
     })
     .await;
     let elapsed = started.elapsed();
-    let all = investigations(pool).await;
+    let all = stored_investigations(pool).await;
     assert_eq!(all.len() as i64, incidents);
     for investigation in &all {
         assert_eq!(investigation.status, "completed", "{investigation:?}");
@@ -386,6 +424,32 @@ async fn two_racing_workers_investigate_every_seeded_incident_once_and_name_each
         .iter()
         .map(|investigation| investigation.mcp_calls)
         .collect();
+    for busy in all
+        .iter()
+        .filter(|investigation| investigation.mcp_calls > 8)
+    {
+        let steps: Vec<(i32, String, String)> = sqlx::query_as(
+            "SELECT attempt, name, status FROM internal_host.investigation_steps
+              WHERE investigation_id = $1 ORDER BY id",
+        )
+        .bind(busy.id)
+        .fetch_all(pool)
+        .await
+        .expect("the steps");
+        println!(
+            "a longer run ({} attempts, last error {:?}): {steps:?}",
+            busy.attempts, busy.error
+        );
+    }
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+           FROM (SELECT extract(epoch FROM finished_at - started_at) * 1000 AS ms
+                   FROM internal_host.investigations) runs",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("the percentiles");
+    println!("figures: run duration (claim to report posted) p50 {p50:.0} ms, p99 {p99:.0} ms");
     println!(
         "figures: {} incidents of two organisations investigated by two workers in {} ms; MCP calls per run {:?}",
         all.len(),
@@ -449,7 +513,7 @@ async fn a_worker_killed_mid_run_is_taken_over_by_another_and_writes_one_note() 
     rescuer.discover_since = Some(story_opened_at);
     let rescuer = spawn_worker(&database, &url, rescuer).await;
     wait_for(pool, "the rescue", |counts| settled(counts, expected)).await;
-    let all = investigations(pool).await;
+    let all = stored_investigations(pool).await;
     for investigation in &all {
         assert_eq!(investigation.status, "completed", "{investigation:?}");
         let notes = agent_notes(pool, investigation.incident_id).await;
@@ -490,7 +554,7 @@ async fn a_storm_of_fifty_incidents_stops_at_the_daily_budget_and_skips_the_rest
     }
     let worker = spawn_worker(&database, &url, config).await;
     wait_for(pool, "the storm to settle", |counts| settled(counts, 50)).await;
-    let all = investigations(pool).await;
+    let all = stored_investigations(pool).await;
     let completed: Vec<&Investigation> = all.iter().filter(|i| i.status == "completed").collect();
     let skipped: Vec<&Investigation> = all.iter().filter(|i| i.status == "skipped").collect();
     assert_eq!(completed.len(), 5, "{all:?}");
@@ -512,4 +576,235 @@ async fn a_storm_of_fifty_incidents_stops_at_the_daily_budget_and_skips_the_rest
         started.elapsed().as_millis()
     );
     worker.abort();
+}
+
+/// A TCP relay to internal-mcp that can be switched off: while off, it drops the connections it
+/// relays and accepts new ones only to drop them, as a crashed server would look to the host.
+struct Relay {
+    url: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn to(target_url: &str) -> Self {
+        let target = target_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}/mcp", listener.local_addr().expect("an address"));
+        let (up, watching) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watching.borrow() {
+                    continue;
+                }
+                let target = target.clone();
+                let mut watching = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watching.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { url, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn while_internal_mcp_is_down_the_run_is_retried_with_backoff_and_completes_once_it_is_back()
+{
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let relay = Relay::to(&url).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "checkout-api", "Checkout is flaky").await;
+    let mut config = worker_config(acme, "patient");
+    config.max_attempts = 10;
+    config.pause_between_calls = Duration::from_millis(300);
+    let worker = spawn_worker(&database, &relay.url, config).await;
+
+    // Cut internal-mcp off once the run has recorded its first step.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let steps: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM internal_host.investigation_steps")
+                .fetch_one(pool)
+                .await
+                .expect("a count");
+        if steps > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.set(false);
+    let deadline = Instant::now() + PATIENCE;
+    let waiting = loop {
+        let found = stored_investigations(pool)
+            .await
+            .into_iter()
+            .next()
+            .expect("the investigation");
+        if found.attempts >= 2 && found.status == "queued" {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no retry: {found:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        waiting
+            .status_reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("retrying")),
+        "{waiting:?}"
+    );
+    relay.set(true);
+    wait_for(pool, "the run to complete", |counts| settled(counts, 1)).await;
+    let done = stored_investigations(pool).await.remove(0);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(agent_notes(pool, incident_id).await.len(), 1);
+    let transport_errors: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM internal_host.investigation_steps WHERE status = 'transport_error'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("a count");
+    println!(
+        "figures: completed after {} attempts, {transport_errors} recorded transport failures",
+        done.attempts
+    );
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_run_that_keeps_failing_is_marked_failed_with_its_reason_after_its_last_attempt() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let relay = Relay::to(&url).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "cart-service", "Carts are slow").await;
+    let mut config = worker_config(acme, "unlucky");
+    config.max_attempts = 2;
+    config.pause_between_calls = Duration::from_millis(300);
+    let worker = spawn_worker(&database, &relay.url, config).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let steps: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM internal_host.investigation_steps")
+                .fetch_one(pool)
+                .await
+                .expect("a count");
+        if steps > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.set(false);
+    wait_for(pool, "the run to fail", |counts| settled(counts, 1)).await;
+    let failed = stored_investigations(pool).await.remove(0);
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    assert_eq!(failed.attempts, 2);
+    let reason = failed.status_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("failed after 2 attempt(s): "),
+        "{reason}"
+    );
+    assert!(agent_notes(pool, incident_id).await.is_empty());
+    println!("the failure as recorded: {reason}");
+    worker.abort();
+}
+
+#[tokio::test]
+async fn with_self_confirmation_off_the_report_is_kept_and_nothing_is_written() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "search-api", "Search is slow").await;
+    let mut config = worker_config(acme, "cautious");
+    config.self_confirm_annotations = false;
+    let worker = spawn_worker(&database, &url, config).await;
+    wait_for(pool, "the run", |counts| settled(counts, 1)).await;
+    let done = stored_investigations(pool).await.remove(0);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(done.note_status, "disabled");
+    assert!(done.report.is_some());
+    assert!(agent_notes(pool, incident_id).await.is_empty());
+    let privileged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM internal_mcp_audit_log WHERE tool = 'annotate_incident'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("a count");
+    assert_eq!(privileged, 0, "not even a plan was asked for");
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_worker_stopped_mid_run_hands_the_investigation_back_at_once() {
+    let database = seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let acme = agents(pool, &["acme"]).await;
+    let incident_id = open_incident(pool, "acme", "payments-gateway", "Payments are slow").await;
+    let mut config = worker_config(acme.clone(), "polite");
+    config.pause_between_calls = Duration::from_millis(400);
+    config.lease = Duration::from_secs(60);
+    let state = AppState::connect(host_config(&database, &url))
+        .await
+        .expect("the host starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let polite = tokio::spawn(async move {
+        run_worker(&state, config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let steps: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM internal_host.investigation_steps")
+                .fetch_one(pool)
+                .await
+                .expect("a count");
+        if steps > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).expect("the worker listens");
+    polite
+        .await
+        .expect("the worker task")
+        .expect("a clean stop");
+    let handed_back = stored_investigations(pool).await.remove(0);
+    assert_eq!(handed_back.status, "queued", "{handed_back:?}");
+    assert_eq!(
+        handed_back.error.as_deref(),
+        Some("the worker stopped during the run")
+    );
+
+    // Well before the 60 s lease would have expired, another worker finishes it.
+    let next = spawn_worker(&database, &url, worker_config(acme, "next")).await;
+    wait_for(pool, "the run", |counts| settled(counts, 1)).await;
+    let done = stored_investigations(pool).await.remove(0);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(agent_notes(pool, incident_id).await.len(), 1);
+    next.abort();
 }

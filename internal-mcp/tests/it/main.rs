@@ -6,6 +6,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod confirmation;
+mod discovery;
 mod endpoints;
 mod select;
 mod startup;

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, TurnLimits};
 use crate::app::{AppState, serve};
 use crate::config::{ClientSecret, Config, CredentialKey, McpLimits, SignInConfig};
 use crate::error::Error;
+use crate::investigations::{AgentIdentity, InvestigationConfig, run_worker};
 use crate::llm::LlmSettings;
 
 #[derive(Debug, Parser)]
@@ -105,6 +107,10 @@ pub struct ServeArguments {
     /// for them (fewer tokens per model call).
     #[arg(long, env = "INTERNAL_HOST_SKILLS", default_value_t = true, action = clap::ArgAction::Set)]
     pub skills: bool,
+    /// AgenticOps: the service user each organisation's investigations act as, as
+    /// `<organization id>:<user id>` pairs separated by commas. Empty: no investigations.
+    #[arg(long, env = "INTERNAL_HOST_AGENTS", default_value = "")]
+    pub agents: String,
 }
 
 /// The environment variable `bootstrap-sql` reads the host role's password from.
@@ -179,12 +185,31 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
             "no language model is configured (INTERNAL_HOST_LLM_MODEL); questions get a notice saying so"
         );
     }
+    let agents = AgentIdentity::parse_list(&arguments.agents)?;
+    let stop = CancellationToken::new();
+    let worker = if agents.is_empty() {
+        tracing::info!("AgenticOps is off: no agent identities (INTERNAL_HOST_AGENTS)");
+        None
+    } else {
+        let config = InvestigationConfig::new(agents);
+        config.validate()?;
+        let (state, stop) = (state.clone(), stop.clone());
+        Some(tokio::spawn(async move {
+            run_worker(&state, config, stop.cancelled_owned()).await
+        }))
+    };
     let listener = tokio::net::TcpListener::bind(arguments.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "internal-host listening");
-    serve(listener, state, async {
+    let shutdown = stop.clone();
+    serve(listener, state, async move {
         let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
     })
     .await?;
+    stop.cancel();
+    if let Some(worker) = worker {
+        worker.await??;
+    }
     Ok(())
 }
 

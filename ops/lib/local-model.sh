@@ -175,6 +175,8 @@ local_model_prepare() {
 # The server's command line in LOCAL_MODEL_COMMAND. No KV-cache quantisation (it hurts tool calls).
 local_model_command() {
     local host="$1" port="$2" slots="${DEMO_LLM_SLOTS:-2}" context="${DEMO_LLM_CONTEXT:-8192}"
+    [[ "$slots" =~ ^[1-9][0-9]*$ && "$context" =~ ^[1-9][0-9]*$ ]] ||
+        fail "DEMO_LLM_SLOTS and DEMO_LLM_CONTEXT need positive numbers, not '$slots' and '$context'"
     LOCAL_MODEL_COMMAND=("$LOCAL_MODEL_SERVER" --model "$LOCAL_MODEL_GGUF" --alias "$LOCAL_MODEL_NAME"
         --host "$host" --port "$port" --jinja --chat-template-file "$PWD/$LOCAL_MODEL_TEMPLATE"
         --parallel "$slots" --ctx-size "$((context * slots))" --threads "$(nproc)" --no-webui)

@@ -2,8 +2,8 @@
 
 Run by `ops/local-model probe [--url URL]` (standard library only). Against the OpenAI-compatible
 base URL (…/v1) it sends a plain chat request and a `response_format: json_schema` request shaped
-like the assistant's tool choice ({"tool": one of the names, "arguments": {...}}), each streamed and
-not; then native tool calls (`tools`, `tool_choice: required`), and Anthropic-style `/v1/messages`
+like the assistant's tool choice ({"tool": one of the names, "arguments": {...}}, strings with a
+maxLength: a reply cut by max_tokens is not valid JSON), each streamed and not; then native tool calls (`tools`, `tool_choice: required`, no parallel calls), and Anthropic-style `/v1/messages`
 on the same server, plain and streamed. For each call: seconds, generated tokens, tokens per second,
 and a one-line verdict. What the model answers is printed, never judged: a 270M base model answers
 poorly. Exits 1 when a call the assistant depends on (chat, JSON schema) fails or the JSON is not valid.
@@ -24,9 +24,9 @@ TOOL_CHOICE_SCHEMA = {
         "arguments": {
             "type": "object",
             "properties": {
-                "service": {"type": "string"},
-                "incident_id": {"type": "string"},
-                "text": {"type": "string"},
+                "service": {"type": "string", "maxLength": 40},
+                "incident_id": {"type": "string", "maxLength": 40},
+                "text": {"type": "string", "maxLength": 200},
             },
             "additionalProperties": False,
         },
@@ -227,7 +227,7 @@ def main():
     for stream in (False, True):
         mode = "stream" if stream else "plain"
         try:
-            seconds, content, calls, tokens, timings, _ = chat(base_url, options.model, {"tools": tools, "tool_choice": "required"}, stream)
+            seconds, content, calls, tokens, timings, _ = chat(base_url, options.model, {"tools": tools, "tool_choice": "required", "parallel_tool_calls": False}, stream)
             names = [call["function"]["name"] for call in calls]
             verdict = f"tool calls {names}" if calls else f"no tool call; text {short(content, 70)!r}"
             report(bool(calls), f"native tools ({mode})", f"{figures(seconds, tokens, timings)}: {verdict} (informational)")

@@ -43,6 +43,27 @@ pub struct McpSession {
     limits: McpLimits,
 }
 
+/// The `_meta` key under which a server hands the host a confirmation token (internal-mcp's
+/// `operations::CONFIRMATION_META_KEY`): `{"token", "expires_at", "tool"}`. Only `_meta`: a token
+/// anywhere a model reads is not one the host will use.
+pub const CONFIRMATION_META_KEY: &str = "dual-mcp/confirmation";
+
+/// A confirmation a server issued for a planned change.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    pub token: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Confirmation")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A tool as the host describes it to the model and the policy.
 #[derive(Debug, Clone)]
 pub struct ToolDescription {
@@ -77,6 +98,20 @@ pub struct ToolOutcome {
     /// The result's `_meta`, where a server puts what the model must not read.
     pub meta: Option<Value>,
     pub duration: Duration,
+}
+
+impl ToolOutcome {
+    /// The confirmation the server put in the result's `_meta`, if any.
+    pub fn confirmation(&self) -> Option<Confirmation> {
+        let confirmation = self.meta.as_ref()?.get(CONFIRMATION_META_KEY)?;
+        let token = confirmation.get("token")?.as_str()?.to_owned();
+        let expires_at = confirmation
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .map(|time| time.with_timezone(&chrono::Utc));
+        Some(Confirmation { token, expires_at })
+    }
 }
 
 impl McpConnector {
@@ -234,7 +269,37 @@ pub fn cap_text(text: &str, max_chars: usize) -> (String, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::cap_text;
+    use super::*;
+
+    fn outcome(meta: Option<Value>, text: &str) -> ToolOutcome {
+        ToolOutcome {
+            is_error: false,
+            text: text.to_owned(),
+            truncated: false,
+            full_chars: text.len(),
+            structured: Some(serde_json::json!({"confirmation_token": "imc_in_content"})),
+            meta,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn confirmations_are_read_from_meta_only() {
+        let meta = serde_json::json!({CONFIRMATION_META_KEY: {"token": "imc_abc", "expires_at": "2026-12-02T05:00:00Z"}});
+        let confirmation = outcome(Some(meta), "{}")
+            .confirmation()
+            .expect("a confirmation");
+        assert_eq!(confirmation.token, "imc_abc");
+        assert!(confirmation.expires_at.is_some());
+        assert!(!format!("{confirmation:?}").contains("imc_abc"));
+        let in_text = r#"{"confirmation_token": "imc_in_text"}"#;
+        assert!(
+            outcome(Some(serde_json::json!({"other": 1})), in_text)
+                .confirmation()
+                .is_none()
+        );
+        assert!(outcome(None, in_text).confirmation().is_none());
+    }
 
     #[test]
     fn caps_count_characters_not_bytes() {

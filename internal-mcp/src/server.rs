@@ -664,8 +664,9 @@ pub fn group_of(component: Component) -> (&'static str, &'static str) {
         ),
         Component::Incidents => (
             "incidents",
-            "Incidents: explain one (deploys and metric changes before it), and changes that need the user's \
-             approval: annotate, acknowledge, resolve, acknowledge a service's alerts, silence a monitor; the audit trail.",
+            "Incidents: the ones opened lately, one with its timeline and alerts, what explains one (deploys and \
+             metric changes before it), and changes that need the user's approval: annotate, acknowledge, resolve, \
+             acknowledge a service's alerts, silence a monitor; the audit trail.",
         ),
     }
 }

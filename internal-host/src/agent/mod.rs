@@ -48,11 +48,9 @@ use crate::events::{CallStatus, EventLog, TurnEvent, TurnStatus};
 use crate::llm::{
     FinishReason, LlmError, Message, Provider, Request, StreamEvent, ToolCall, Usage,
 };
-use crate::mcp::{McpConnector, McpSession};
+use crate::mcp::{Confirmation, McpConnector, McpSession};
 
-/// The `_meta` key under which a server hands the host a confirmation token (internal-mcp's
-/// `operations::CONFIRMATION_META_KEY`): `{"token", "expires_at", "tool"}`.
-pub const CONFIRMATION_META_KEY: &str = "dual-mcp/confirmation";
+pub use crate::mcp::CONFIRMATION_META_KEY;
 
 /// One turn: which rows it belongs to, who asks, and the question. The web layer created the
 /// conversation and turn rows (status `running`) before calling the agent.
@@ -826,10 +824,10 @@ impl<'a> Run<'a> {
             }
             Some(Some(Ok(outcome))) => outcome,
         };
-        let confirmation = confirmation_of(outcome.meta.as_ref());
+        let confirmation = outcome.confirmation();
         let token_text = confirmation
             .as_ref()
-            .map(|(token, _)| token.clone())
+            .map(|confirmation| confirmation.token.clone())
             .unwrap_or_default();
         let secrets: Vec<&str> = vec![token_text.as_str()];
         let recorded = trace::record_result(
@@ -840,7 +838,8 @@ impl<'a> Run<'a> {
             self.agent.limits.max_result_chars,
             &secrets,
         );
-        let Some((token, expires_at)) = confirmation.filter(|_| !outcome.is_error) else {
+        let Some(Confirmation { token, expires_at }) = confirmation.filter(|_| !outcome.is_error)
+        else {
             self.record(call, recorded).await?;
             return Ok(CallEnd::Done);
         };
@@ -1272,18 +1271,6 @@ fn canonical(value: &Value) -> String {
     sorted(value).to_string()
 }
 
-/// The token and expiry a server put in a result's `_meta`, if any.
-fn confirmation_of(meta: Option<&Value>) -> Option<(String, Option<chrono::DateTime<Utc>>)> {
-    let confirmation = meta?.get(CONFIRMATION_META_KEY)?;
-    let token = confirmation.get("token")?.as_str()?.to_owned();
-    let expires_at = confirmation
-        .get("expires_at")
-        .and_then(Value::as_str)
-        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-        .map(|time| time.with_timezone(&Utc));
-    Some((token, expires_at))
-}
-
 /// Waits until `at`, or forever when there is nothing to wait for.
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
@@ -1313,15 +1300,5 @@ mod tests {
         let one: Value = serde_json::from_str(r#"{"b": 1, "a": {"d": 2, "c": 3}}"#).unwrap();
         let two: Value = serde_json::from_str(r#"{"a": {"c": 3, "d": 2}, "b": 1}"#).unwrap();
         assert_eq!(canonical(&one), canonical(&two));
-    }
-
-    #[test]
-    fn confirmations_are_read_from_meta_only() {
-        let meta = json!({CONFIRMATION_META_KEY: {"token": "imc_abc", "expires_at": "2026-12-02T05:00:00Z"}});
-        let (token, expires_at) = confirmation_of(Some(&meta)).expect("a confirmation");
-        assert_eq!(token, "imc_abc");
-        assert!(expires_at.is_some());
-        assert!(confirmation_of(Some(&json!({"other": 1}))).is_none());
-        assert!(confirmation_of(None).is_none());
     }
 }

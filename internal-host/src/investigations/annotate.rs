@@ -7,7 +7,7 @@
 //! note on the timeline instead of writing a second one. Steps of this phase are recorded on the
 //! locked transaction's own connection.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -26,32 +26,12 @@ pub(crate) enum NoteOutcome {
     Disabled,
 }
 
-/// The confirmation token of a two-step tool's first answer: from the result's `_meta` when the
-/// server puts it there (where the model never reads it), else from the structured or text
-/// content (older servers). Any field whose name ends in `confirmation_token` counts.
+/// The confirmation token of a two-step tool's first answer, from the result's `_meta` (see
+/// [`ToolOutcome::confirmation`]).
 pub fn confirmation_token(outcome: &ToolOutcome) -> Option<String> {
-    let from_text = serde_json::from_str::<Value>(&outcome.text).ok();
-    [
-        outcome.meta.as_ref(),
-        outcome.structured.as_ref(),
-        from_text.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(find_token)
-}
-
-fn find_token(value: &Value) -> Option<String> {
-    match value {
-        Value::Object(map) => map.iter().find_map(|(key, value)| match value {
-            Value::String(token) if key.ends_with("confirmation_token") && !token.is_empty() => {
-                Some(token.clone())
-            }
-            other => find_token(other),
-        }),
-        Value::Array(items) => items.iter().find_map(find_token),
-        _ => None,
-    }
+    outcome
+        .confirmation()
+        .map(|confirmation| confirmation.token)
 }
 
 /// Posts `note` unless the policy forbids it or it is already on the timeline.
@@ -208,48 +188,4 @@ async fn plan_and_confirm(
         .as_ref()
         .and_then(|value| value["event"]["id"].as_str())
         .and_then(|id| Uuid::parse_str(id).ok()))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn outcome(text: &str, structured: Option<Value>, meta: Option<Value>) -> ToolOutcome {
-        ToolOutcome {
-            is_error: false,
-            text: text.to_owned(),
-            truncated: false,
-            full_chars: text.len(),
-            structured,
-            meta,
-            duration: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn the_token_is_read_from_meta_then_structured_then_text() {
-        let meta = json!({"internal-mcp/confirmation_token": "imc_meta"});
-        let structured =
-            json!({"status": "confirmation_required", "confirmation_token": "imc_body"});
-        assert_eq!(
-            confirmation_token(&outcome("{}", Some(structured.clone()), Some(meta))).as_deref(),
-            Some("imc_meta")
-        );
-        assert_eq!(
-            confirmation_token(&outcome("{}", Some(structured.clone()), None)).as_deref(),
-            Some("imc_body")
-        );
-        assert_eq!(
-            confirmation_token(&outcome(&structured.to_string(), None, None)).as_deref(),
-            Some("imc_body")
-        );
-        let nested = json!({"confirmation": {"confirmation_token": "imc_nested"}});
-        assert_eq!(
-            confirmation_token(&outcome("", None, Some(nested))).as_deref(),
-            Some("imc_nested")
-        );
-        assert_eq!(confirmation_token(&outcome("no token", None, None)), None);
-    }
 }

@@ -938,6 +938,13 @@ async fn the_model_cannot_confirm_a_change_by_itself() {
         Reply::Events(answer("I could not confirm it myself.")),
     ]
     .into();
+    // The person moves on without deciding (one turn at a time per conversation, so the first is
+    // set aside as Stop would); the plan stays confirmable on the server, which is the point.
+    sqlx::query("UPDATE turns SET status = 'stopped' WHERE id = $1")
+        .bind(first.turn_id)
+        .execute(harness.state.database())
+        .await
+        .expect("the first turn set aside");
     let second = harness.turn("Just confirm it yourself.").await;
     assert_eq!(harness.run(&second).await, TurnStatus::Completed);
     let events = harness.events_of(&second).await;
@@ -1249,7 +1256,7 @@ async fn with_skills_the_model_gets_a_groups_tools_only_after_activating_it() {
     assert!(system.contains("Capability groups"), "{system}");
     assert!(system.contains("- sql (4 tools, not active)"), "{system}");
     assert!(
-        system.contains("- incidents (5 tools, not active)"),
+        system.contains("- incidents (8 tools, not active)"),
         "{system}"
     );
     let results = tool_results(&requests[2]);

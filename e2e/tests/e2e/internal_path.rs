@@ -23,17 +23,17 @@ type Client = RunningService<RoleClient, ()>;
 
 const READER_PASSWORD: &str = "e2e-reader";
 /// A test key; real deployments read theirs from a file only the services can read.
-const SIGNING_KEY: &str = "e2e-signing-key-of-at-least-thirty-two-bytes";
+pub(crate) const SIGNING_KEY: &str = "e2e-signing-key-of-at-least-thirty-two-bytes";
 
 /// `internal-mcp serve` on the backend's database, as the product deploys it beside the backend.
-struct InternalMcp {
-    url: String,
+pub(crate) struct InternalMcp {
+    pub(crate) url: String,
     database_url: String,
     _process: Child,
 }
 
 impl InternalMcp {
-    async fn start(backend: &Backend) -> Self {
+    pub(crate) async fn start(backend: &Backend) -> Self {
         let database = &backend.database;
         // Roles are cluster-wide: the migration made the reader role; give it a login here.
         let mut admin = test_harness::admin_connection().await.unwrap();
@@ -146,7 +146,7 @@ fn first_column(result: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn acme_story() -> Story {
+pub(crate) fn acme_story() -> Story {
     let until: DateTime<Utc> = SEED_UNTIL.parse().unwrap();
     stories(&SeedOptions {
         days: 1,

@@ -2,6 +2,7 @@
 //! HTTP. One test binary for the crate keeps link times down.
 
 mod architecture;
+mod assistant_browser;
 mod backend_binary;
 mod browser_sign_in;
 mod external_path;

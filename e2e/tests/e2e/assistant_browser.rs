@@ -1,0 +1,514 @@
+//! The internal user path end to end, as a person lives it in a real headless Chromium: the real
+//! `demo-backend` (API, OAuth server with internal-host pre-registered as a confidential client),
+//! the real `internal-mcp` and `internal-host serve` binaries, and a scripted OpenAI-compatible
+//! model server (the only part not real: it plays the model's side of a fixed script). The person
+//! signs in through the product's pages, asks which deploy caused the seed's story incident (the
+//! trace shows the SQL, a chart and the correlation), has a note added after confirming it (the
+//! REST API then shows the note once), stops a question whose answer stalls, and reloads the page
+//! to find all of it still there.
+
+#[path = "../../../internal-host/tests/it/scripted_model.rs"]
+mod scripted_model;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use demo_backend::domain::tokens;
+use demo_backend::seed::Story;
+use scripted_model::{Reply, SCRIPTED_MODEL_NAME, ScriptedModel};
+use serde_json::{Value, json};
+use test_harness::backend::{self, Backend};
+use test_harness::browser::Browser;
+use test_harness::process::{binary, free_port, spawn, wait_until_ready};
+use tokio::process::Child;
+
+use crate::internal_path::{InternalMcp, SIGNING_KEY, acme_story};
+
+/// The host role's database password (bootstrap_sql wants 16+ characters).
+const HOST_DATABASE_PASSWORD: &str = "e2e-internal-host-database-password";
+const CLIENT_SECRET: &str = "e2e-internal-host-oauth-client-secret-0123456789";
+/// How long a step that waits on the agent (model calls, tool calls, the event stream) may take.
+const AGENT_WAIT: Duration = Duration::from_secs(60);
+const NOTE: &str = "Rolled back by the on-call; error rate back to normal (added in the e2e test).";
+
+/// The files the services read their secrets from, in a directory removed on drop.
+struct Secrets {
+    directory: PathBuf,
+    clients_file: PathBuf,
+    client_secret_file: PathBuf,
+    signing_key_file: PathBuf,
+}
+
+impl Secrets {
+    /// The backend's OAuth clients file (internal-host's secret as a digest, its callback), the
+    /// client secret and the credential signing key.
+    fn write(host_url: &str) -> Self {
+        let directory = std::env::temp_dir().join(format!(
+            "e2e-assistant-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let digest: String = tokens::hash(CLIENT_SECRET)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        let clients_file = directory.join("oauth-clients.json");
+        std::fs::write(
+            &clients_file,
+            json!([{
+                "client_id": "internal-host",
+                "client_name": "Demo Monitoring assistant",
+                "client_secret_sha256": digest,
+                "grant_types": ["authorization_code", "refresh_token"],
+                "redirect_uris": [format!("{host_url}/auth/callback")],
+            }])
+            .to_string(),
+        )
+        .unwrap();
+        let client_secret_file = directory.join("internal-host-oauth-secret");
+        std::fs::write(&client_secret_file, CLIENT_SECRET).unwrap();
+        let signing_key_file = directory.join("internal-mcp-signing-key");
+        std::fs::write(&signing_key_file, SIGNING_KEY).unwrap();
+        Self {
+            directory,
+            clients_file,
+            client_secret_file,
+            signing_key_file,
+        }
+    }
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+fn text_of(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// `internal-host serve` on `listen`, with the host's role and schema bootstrapped first (as an
+/// administrator does once), answering with the model at `model_url`.
+async fn start_internal_host(
+    backend: &Backend,
+    internal_mcp: &InternalMcp,
+    secrets: &Secrets,
+    listen: &str,
+    model_url: &str,
+) -> Child {
+    let sql = internal_host::database::bootstrap_sql(HOST_DATABASE_PASSWORD).unwrap();
+    sqlx::raw_sql(&sql)
+        .execute(&backend.database.pool)
+        .await
+        .unwrap();
+    let options = &backend.database.connect_options;
+    let database_url = format!(
+        "postgres://internal_host:{HOST_DATABASE_PASSWORD}@{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        backend.database.name
+    );
+    let public_url = format!("http://{listen}");
+    let process = spawn(
+        &binary("internal-host"),
+        &["serve"],
+        &[
+            ("INTERNAL_HOST_DATABASE_URL", database_url.as_str()),
+            ("INTERNAL_HOST_INTERNAL_MCP_URL", internal_mcp.url.as_str()),
+            (
+                "INTERNAL_MCP_SIGNING_KEY_FILE",
+                text_of(&secrets.signing_key_file),
+            ),
+            ("INTERNAL_HOST_LISTEN", listen),
+            ("INTERNAL_HOST_PUBLIC_URL", public_url.as_str()),
+            ("INTERNAL_HOST_OAUTH_ISSUER", backend.url.as_str()),
+            ("INTERNAL_HOST_OAUTH_CLIENT_ID", "internal-host"),
+            (
+                "INTERNAL_HOST_OAUTH_CLIENT_SECRET_FILE",
+                text_of(&secrets.client_secret_file),
+            ),
+            ("INTERNAL_HOST_LLM_PROVIDER", "openai-compatible"),
+            ("INTERNAL_HOST_LLM_BASE_URL", model_url),
+            ("INTERNAL_HOST_LLM_MODEL", SCRIPTED_MODEL_NAME),
+            ("INTERNAL_HOST_SKILLS", "false"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    wait_until_ready(&format!("{public_url}/healthz"), Duration::from_secs(60))
+        .await
+        .expect("internal-host starts");
+    process
+}
+
+/// The story incident's reference (`INC-<n>`), as the product's API lists it.
+async fn story_incident(backend: &Backend, story: &Story) -> (String, i64) {
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/incidents?limit=200", backend.url))
+        .bearer_auth(backend::token("acme", "responder"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let incident = listed["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .find(|incident| incident["title"] == story.incident_title)
+        .unwrap_or_else(|| panic!("no incident titled {:?}: {listed}", story.incident_title));
+    (
+        incident["reference"].as_str().unwrap().to_owned(),
+        incident["number"].as_i64().unwrap(),
+    )
+}
+
+/// The story service's error rate, minute by minute, around the bad deploy.
+fn error_rate_sql(story: &Story) -> String {
+    let from = story.deployed_at - chrono::Duration::minutes(15);
+    let until = story.spike_end + chrono::Duration::minutes(15);
+    format!(
+        "SELECT s.ts AS minute, s.value AS error_rate\n  FROM metric_samples s\n  \
+         JOIN metric_series m ON m.id = s.series_id\n  JOIN services v ON v.id = m.service_id\n \
+         WHERE v.name = '{}' AND m.name = 'error_rate'\n   AND s.ts >= '{}' AND s.ts < '{}'\n \
+         ORDER BY s.ts",
+        story.service,
+        from.to_rfc3339(),
+        until.to_rfc3339()
+    )
+}
+
+/// Signs in on the product's pages, starting from the assistant's sign-in page.
+async fn sign_in(browser: &Browser, host_url: &str) {
+    browser.goto(host_url).await.unwrap();
+    browser
+        .wait_for_text("Sign in", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .find("#sign-in")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The product's sign-in page (its button is also `#sign-in`: wait for its fields).
+    browser.find("#organization").await.unwrap();
+    let page = browser.find("body").await.unwrap().text().await.unwrap();
+    assert!(page.contains("Demo Monitoring assistant"), "{page}");
+    let email = backend::email("acme", "responder");
+    let password = backend::password("acme", "responder");
+    for (field, value) in [
+        ("#organization", "acme"),
+        ("#email", email.as_str()),
+        ("#password", password.as_str()),
+    ] {
+        browser
+            .find(field)
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    browser
+        .find("#sign-in")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.find("#allow").await.unwrap().click().await.unwrap();
+    // Back at the assistant, signed in: the new-conversation form.
+    browser.find("textarea#question").await.unwrap();
+    let landed = browser.current_url().await.unwrap();
+    assert_eq!(landed, format!("{host_url}/"));
+}
+
+/// Types `question` into the page's question box and sends it.
+async fn ask(browser: &Browser, question: &str) {
+    let input = browser.find("textarea#question").await.unwrap();
+    input.send_keys(question).await.unwrap();
+    browser.find("#ask").await.unwrap().click().await.unwrap();
+}
+
+/// The `textContent` of every element matching `css` (hidden ones too, such as the inside of a
+/// closed `<details>`).
+async fn contents(browser: &Browser, css: &str) -> Vec<String> {
+    let found = browser
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|text| text.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The page as the browser holds it must not contain `secret`.
+async fn assert_not_in_page(browser: &Browser, secret: &str, when: &str) {
+    let source = browser.source().await.unwrap();
+    assert!(
+        !source.contains(secret),
+        "the confirmation token is in the page {when}"
+    );
+}
+
+/// The third step's checks, run again after the reload: everything of the first turn.
+async fn assert_first_turn_shown(browser: &Browser, sql: &str, story: &Story, answer: &str) {
+    let summaries = contents(browser, "details.trace summary").await;
+    assert!(
+        summaries.iter().any(|text| text.contains("run_select")),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries
+            .iter()
+            .any(|text| text.contains("correlate_incident")),
+        "{summaries:?}"
+    );
+    assert_eq!(contents(browser, "pre.sql").await, [sql]);
+    let results = contents(browser, "details.trace pre.result").await;
+    assert!(
+        results
+            .iter()
+            .any(|result| result.contains(story.bad_version)),
+        "the real correlation names the bad deploy: {results:?}"
+    );
+    // The SQL's rows are a time series: the trace draws them (correlate_incident's windows may
+    // add a chart of their own).
+    let charts = contents(browser, "figure.chart svg[aria-label=run_select]").await;
+    assert_eq!(charts.len(), 1, "a chart of the SQL's rows");
+    assert!(
+        charts[0].contains("error_rate"),
+        "the series' legend: {charts:?}"
+    );
+    let answers = contents(browser, ".answer").await;
+    assert!(
+        answers.iter().any(|text| text.contains(answer)),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_turn() {
+    let started = Instant::now();
+    let host_listen = format!("127.0.0.1:{}", free_port());
+    let host_url = format!("http://{host_listen}");
+    let secrets = Secrets::write(&host_url);
+    let backend =
+        Backend::start_with(&["--oauth-clients-file", text_of(&secrets.clients_file)]).await;
+    let internal_mcp = InternalMcp::start(&backend).await;
+    let story = acme_story();
+    let (reference, number) = story_incident(&backend, &story).await;
+    let sql = error_rate_sql(&story);
+    let answer = format!(
+        "The deploy of {} {} caused {reference}: the error rate rose three minutes after it \
+         started and fell back once it was rolled back to {}.",
+        story.service, story.bad_version, story.rollback_version
+    );
+    let confirmed_answer = format!("The note is on the timeline of {reference}.");
+    let model = ScriptedModel::openai(vec![
+        Reply::tool_call("internal-mcp__run_select", json!({ "sql": sql })),
+        Reply::tool_call(
+            "internal-mcp__correlate_incident",
+            json!({ "incident": reference }),
+        ),
+        // Slow enough that the streamed text is seen before the turn's final rendering.
+        Reply::text(answer.clone()).with_chunk_delay(Duration::from_millis(40)),
+        Reply::tool_call(
+            "internal-mcp__annotate_incident",
+            json!({ "incident": reference, "note": NOTE }),
+        ),
+        Reply::text(confirmed_answer.clone()),
+        Reply::stall(),
+    ])
+    .await;
+    let _host = start_internal_host(
+        &backend,
+        &internal_mcp,
+        &secrets,
+        &host_listen,
+        &model.url(),
+    )
+    .await;
+    println!("services up in {:?}", started.elapsed());
+
+    let browser = Browser::start().await.expect("headless Chromium starts");
+    let step = Instant::now();
+    sign_in(&browser, &host_url).await;
+    println!(
+        "sign-in through the product's pages in Chromium: {:?}",
+        step.elapsed()
+    );
+
+    // 1. The question: the answer streams in; the trace shows the tools, the SQL and a chart.
+    let step = Instant::now();
+    let question = format!("Which deploy caused {reference}?");
+    ask(&browser, &question).await;
+    browser
+        .wait_for(".answer.live-text", AGENT_WAIT)
+        .await
+        .expect("the answer streams in as plain text");
+    browser
+        .wait_for("article.turn.status-completed", AGENT_WAIT)
+        .await
+        .unwrap();
+    browser.wait_for_text(&answer, AGENT_WAIT).await.unwrap();
+    let chat_url = browser.current_url().await.unwrap();
+    assert!(
+        chat_url.starts_with(&format!("{host_url}/conversations/")),
+        "{chat_url}"
+    );
+    assert_first_turn_shown(&browser, &sql, &story, &answer).await;
+    println!(
+        "first answer (2 tool calls, 3 model calls) in Chromium: {:?}",
+        step.elapsed()
+    );
+
+    // 2. A change: the approval card, Confirm, the model's closing text, the note once.
+    let step = Instant::now();
+    ask(&browser, &format!("Add a note to {reference}: {NOTE}")).await;
+    let confirm = browser
+        .wait_for(".approval button.confirm", AGENT_WAIT)
+        .await
+        .unwrap();
+    let token: String = sqlx::query_scalar(
+        "SELECT confirmation_token FROM internal_host.approvals WHERE status = 'pending'",
+    )
+    .fetch_one(&backend.database.pool)
+    .await
+    .unwrap();
+    assert!(token.starts_with("imc_"), "a confirmation token is held");
+    assert_not_in_page(&browser, &token, "with the approval card").await;
+    let plan = contents(&browser, ".approval pre.plan").await;
+    assert!(plan.iter().any(|text| text.contains(NOTE)), "{plan:?}");
+    confirm.click().await.unwrap();
+    browser
+        .wait_for_text("You confirmed this change.", AGENT_WAIT)
+        .await
+        .unwrap();
+    browser
+        .wait_for_text(&confirmed_answer, AGENT_WAIT)
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "#turns > article.turn:nth-of-type(2).status-completed",
+            AGENT_WAIT,
+        )
+        .await
+        .unwrap();
+    assert_not_in_page(&browser, &token, "after the confirmation").await;
+    let incident: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/incidents/by-number/{number}",
+            backend.url
+        ))
+        .bearer_auth(backend::token("acme", "responder"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let notes: Vec<&Value> = incident["timeline"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{incident}"))
+        .iter()
+        .filter(|event| event["kind"] == "note" && event["body"] == NOTE)
+        .collect();
+    assert_eq!(notes.len(), 1, "the note is there exactly once: {incident}");
+    assert_eq!(
+        notes[0]["author"]["email"],
+        backend::email("acme", "responder"),
+        "the note is the person's own: {incident}"
+    );
+    println!(
+        "approval round (plan, Confirm, closing answer) in Chromium: {:?}",
+        step.elapsed()
+    );
+
+    // 3. A stalled answer, stopped.
+    let step = Instant::now();
+    let stalled_question = "And what about the other services?";
+    ask(&browser, stalled_question).await;
+    browser
+        .wait_for(
+            "#turns > article.turn:nth-of-type(3) .stop-button",
+            AGENT_WAIT,
+        )
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("article.turn.status-stopped", AGENT_WAIT)
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("Stopped by the user.", AGENT_WAIT)
+        .await
+        .unwrap();
+    model.wait_for_closed_streams(1).await;
+    println!(
+        "stop of a stalled answer, click to the model's stream closed: {:?}",
+        step.elapsed()
+    );
+
+    // 4. A reload loses nothing.
+    let step = Instant::now();
+    browser.goto(&chat_url).await.unwrap();
+    browser.find("article.turn.status-stopped").await.unwrap();
+    let page = browser.find("#turns").await.unwrap().text().await.unwrap();
+    for expected in [
+        question.as_str(),
+        &format!("Add a note to {reference}"),
+        stalled_question,
+        &confirmed_answer,
+        "You confirmed this change.",
+        "Stopped",
+    ] {
+        assert!(
+            page.contains(expected),
+            "{expected:?} after the reload:\n{page}"
+        );
+    }
+    assert_first_turn_shown(&browser, &sql, &story, &answer).await;
+    let summaries = contents(&browser, "details.trace summary").await;
+    assert!(
+        summaries
+            .iter()
+            .any(|text| text.contains("annotate_incident")),
+        "{summaries:?}"
+    );
+    assert_eq!(
+        browser
+            .find_all("article.turn.status-completed")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        browser
+            .find_all(".approval button.confirm")
+            .await
+            .unwrap()
+            .is_empty(),
+        "a decided approval offers no buttons"
+    );
+    assert_not_in_page(&browser, &token, "after the reload").await;
+    println!("reload with three turns: {:?}", step.elapsed());
+    assert_eq!(model.replies_left(), 0, "the whole script was played");
+    browser.close().await.unwrap();
+    println!("whole browser test: {:?}", started.elapsed());
+}

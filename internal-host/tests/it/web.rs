@@ -511,8 +511,8 @@ async fn approvals_are_answered_only_by_their_owner_with_csrf() {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO approvals (id, turn_id, server, tool, arguments, plan, confirmation_token, status)
-         VALUES ($1, $2, 'internal-mcp', 'annotate_incident', '{}', $3, 'secret-token', 'pending')",
+        "INSERT INTO approvals (id, turn_id, call_id, server, tool, arguments, plan, confirmation_token, status, expires_at)
+         VALUES ($1, $2, 'call-1', 'internal-mcp', 'annotate_incident', '{}', $3, 'secret-token', 'pending', now() + interval '5 minutes')",
     )
     .bind(approval)
     .bind(turn)
@@ -659,8 +659,8 @@ async fn stop_ends_a_waiting_turn_whose_task_is_gone() {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO approvals (id, turn_id, server, tool, arguments, plan, confirmation_token, status)
-         VALUES ($1, $2, 'internal-mcp', 'annotate_incident', '{}', '{}', 'secret-token', 'pending')",
+        "INSERT INTO approvals (id, turn_id, call_id, server, tool, arguments, plan, confirmation_token, status, expires_at)
+         VALUES ($1, $2, 'call-1', 'internal-mcp', 'annotate_incident', '{}', '{}', 'secret-token', 'pending', now() + interval '5 minutes')",
     )
     .bind(approval)
     .bind(turn)

@@ -226,12 +226,15 @@ impl WebApp {
     /// guards against a hang).
     pub async fn settled(&self, turn_id: Uuid) -> String {
         for _ in 0..200 {
+            // The task's own end (its last write, then leaving the registry) comes after the
+            // agent's: wait for both, or a test would race the orchestrator.
+            let task_done = !self.state.orchestrator().is_running_here(turn_id);
             let status: String = sqlx::query_scalar("SELECT status FROM turns WHERE id = $1")
                 .bind(turn_id)
                 .fetch_one(self.host())
                 .await
                 .unwrap();
-            if status != "running" {
+            if task_done && status != "running" {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1013,8 +1013,7 @@ impl<'a> Run<'a> {
         };
         self.budget.tool_calls += 1;
         self.count("tool_calls").await?;
-        self.store_full_result(&call_id, &recorded.full_text)
-            .await?;
+        self.store_full_result(&call_id, &recorded).await?;
         self.append(TurnEvent::ToolCallFinished {
             call_id,
             outcome: recorded.outcome,
@@ -1145,8 +1144,7 @@ impl<'a> Run<'a> {
 
     /// Stores a finished call (trace row, full result) and hands its result to the model.
     async fn record(&mut self, call: &ToolCall, recorded: Recorded) -> Result<(), Error> {
-        self.store_full_result(&call.id, &recorded.full_text)
-            .await?;
+        self.store_full_result(&call.id, &recorded).await?;
         self.append(TurnEvent::ToolCallFinished {
             call_id: call.id.clone(),
             outcome: recorded.outcome,
@@ -1158,14 +1156,18 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn store_full_result(&self, call_id: &str, full_text: &str) -> Result<(), Error> {
+    /// Keeps a call's whole result (for `host__read_result`); a cut one makes paging available.
+    async fn store_full_result(&mut self, call_id: &str, recorded: &Recorded) -> Result<(), Error> {
+        if recorded.outcome.truncated {
+            self.tools.allow_paging();
+        }
         sqlx::query(
             "INSERT INTO tool_results (turn_id, call_id, full_text) VALUES ($1, $2, $3)
              ON CONFLICT (turn_id, call_id) DO NOTHING",
         )
         .bind(self.turn.turn_id)
         .bind(call_id)
-        .bind(full_text)
+        .bind(&recorded.full_text)
         .execute(&self.agent.database)
         .await?;
         Ok(())

@@ -56,6 +56,9 @@ pub(crate) struct ToolSet {
     skills: bool,
     groups: BTreeMap<String, Group>,
     active: BTreeSet<String>,
+    /// `host__read_result` is offered only once a result was cut: with nothing to page, weak
+    /// models call it instead of a real tool.
+    paging: bool,
 }
 
 /// `internal-mcp` + `run_select` → `internal-mcp__run_select`.
@@ -199,8 +202,15 @@ impl ToolSet {
         if self.skills && !self.groups.is_empty() {
             specs.push(self.activate_spec());
         }
-        specs.push(read_result_spec());
+        if self.paging {
+            specs.push(read_result_spec());
+        }
         specs
+    }
+
+    /// A result was cut: from now on the model is offered `host__read_result`.
+    pub fn allow_paging(&mut self) {
+        self.paging = true;
     }
 
     /// `host__activate`, with the group names as its enum.
@@ -312,9 +322,12 @@ mod tests {
         assert_eq!(offered.permission, Permission::Ask);
         assert!(!offered.schema.to_string().contains("confirmation_token"));
         assert!(set.get("internal-mcp__run_select").is_none());
+        assert_eq!(set.names(), ["internal-mcp__annotate_incident"]);
+        set.allow_paging();
         assert_eq!(
             set.names(),
-            ["internal-mcp__annotate_incident", "host__read_result"]
+            ["internal-mcp__annotate_incident", "host__read_result"],
+            "paging is offered once a result was cut"
         );
     }
 }

@@ -356,7 +356,10 @@ async fn a_turn_runs_a_real_select_and_answers_and_the_next_turn_remembers_it() 
         offered.contains(&"internal-mcp__annotate_incident"),
         "{offered:?}"
     );
-    assert!(offered.contains(&"host__read_result"), "{offered:?}");
+    assert!(
+        !offered.contains(&"host__read_result"),
+        "nothing was cut yet, so there is nothing to page: {offered:?}"
+    );
     let tools_json = serde_json::to_string(&requests[0].tools).unwrap();
     assert!(!tools_json.contains("\"confirmation_token\""));
 
@@ -1009,6 +1012,20 @@ async fn a_long_result_is_capped_and_the_model_can_page_through_it() {
     );
     let page = &tool_results(&requests[2])[1].1;
     assert!(page.contains("Characters 1000 to 2000 of"), "{page}");
+    let offers_paging = |request: &Request| {
+        request
+            .tools
+            .iter()
+            .any(|tool| tool.name == "host__read_result")
+    };
+    assert!(
+        !offers_paging(&requests[0]),
+        "nothing to page before the cut"
+    );
+    assert!(
+        offers_paging(&requests[1]),
+        "paging is offered once a result was cut"
+    );
     let events = harness.events_of(&turn).await;
     let Some(TurnEvent::ToolCallFinished { outcome, .. }) = events.iter().find(
         |event| matches!(event, TurnEvent::ToolCallFinished { call_id, .. } if call_id == "long"),
@@ -1247,11 +1264,7 @@ async fn with_skills_the_model_gets_a_groups_tools_only_after_activating_it() {
     };
     assert!(names(&requests[0]).contains(&"internal-mcp__run_select".to_owned()));
     let first = names(&requests[1]);
-    assert_eq!(
-        first,
-        ["host__activate", "host__read_result"],
-        "only the index at first"
-    );
+    assert_eq!(first, ["host__activate"], "only the index at first");
     let system = &requests[1].messages[0].content;
     assert!(system.contains("Capability groups"), "{system}");
     assert!(system.contains("- sql (4 tools, not active)"), "{system}");

@@ -777,52 +777,46 @@ impl<'a> Run<'a> {
         };
         let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match outcome {
+            Some(Some(Ok(outcome))) => outcome,
             None => {
                 let message = "Cancelled: the user stopped the turn while this call ran.";
-                self.record(
-                    call,
-                    trace::record_without_result(
-                        CallStatus::TransportError,
+                return self
+                    .record_transport_failure(
+                        call,
                         &offered.tool,
                         &arguments_value,
                         message,
                         elapsed,
-                    ),
-                )
-                .await?;
-                return Ok(CallEnd::Cancelled);
+                    )
+                    .await
+                    .map(|()| CallEnd::Cancelled);
             }
             Some(None) => {
                 let message = "Cancelled: the turn reached its time limit while this call ran.";
-                self.record(
-                    call,
-                    trace::record_without_result(
-                        CallStatus::TransportError,
+                return self
+                    .record_transport_failure(
+                        call,
                         &offered.tool,
                         &arguments_value,
                         message,
                         elapsed,
-                    ),
-                )
-                .await?;
-                return Ok(CallEnd::OutOfTime);
+                    )
+                    .await
+                    .map(|()| CallEnd::OutOfTime);
             }
             Some(Some(Err(error))) => {
                 let message = format!("The call failed: {error}");
-                self.record(
-                    call,
-                    trace::record_without_result(
-                        CallStatus::TransportError,
+                return self
+                    .record_transport_failure(
+                        call,
                         &offered.tool,
                         &arguments_value,
                         &message,
                         elapsed,
-                    ),
-                )
-                .await?;
-                return Ok(CallEnd::Done);
+                    )
+                    .await
+                    .map(|()| CallEnd::Done);
             }
-            Some(Some(Ok(outcome))) => outcome,
         };
         let confirmation = outcome.confirmation();
         let token_text = confirmation
@@ -1140,6 +1134,25 @@ impl<'a> Run<'a> {
             trace::record_without_result(CallStatus::Refused, tool, arguments, message, 0),
         )
         .await
+    }
+
+    /// Records a call that got no result (stopped, out of time, or the server unreachable).
+    async fn record_transport_failure(
+        &mut self,
+        call: &ToolCall,
+        tool: &str,
+        arguments: &Value,
+        message: &str,
+        elapsed_ms: u64,
+    ) -> Result<(), Error> {
+        let recorded = trace::record_without_result(
+            CallStatus::TransportError,
+            tool,
+            arguments,
+            message,
+            elapsed_ms,
+        );
+        self.record(call, recorded).await
     }
 
     /// Stores a finished call (trace row, full result) and hands its result to the model.

@@ -41,10 +41,31 @@ if [[ -n "${DEMO_TEST_DATABASE_URL:-}" ]]; then
     log "tests use the PostgreSQL server in DEMO_TEST_DATABASE_URL"
     exit 0
 fi
-if ! docker info >/dev/null 2>&1; then
-    log "error: Docker is not reachable. Start the Docker daemon (e.g. 'sudo systemctl start docker'),"
-    log "       or set DEMO_TEST_DATABASE_URL to an existing PostgreSQL server."
-    exit 1
+docker_answers_within() { # seconds
+    local deadline=$((SECONDS + $1))
+    until docker info >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || return 1
+        sleep 1
+    done
+}
+# A machine just booted may still be starting its daemon; one whose daemon is down gets it started
+# (the service manager first, else dockerd itself, detached, logging to /var/log/dockerd.log).
+if ! docker_answers_within 5; then
+    if command -v dockerd >/dev/null && { [[ $(id -u) -eq 0 ]] || sudo -n true 2>/dev/null; }; then
+        log "Docker is not answering; starting the Docker daemon"
+        as_root systemctl start docker >/dev/null 2>&1 \
+            || as_root service docker start >/dev/null 2>&1 \
+            || true
+        if ! docker_answers_within 10; then
+            pgrep -x dockerd >/dev/null \
+                || as_root sh -c 'setsid nohup dockerd </dev/null >>/var/log/dockerd.log 2>&1 &'
+        fi
+    fi
+    if ! docker_answers_within 60; then
+        log "error: Docker is not reachable. Start the Docker daemon (e.g. 'sudo systemctl start docker'),"
+        log "       or set DEMO_TEST_DATABASE_URL to an existing PostgreSQL server."
+        exit 1
+    fi
 fi
 image="${DEMO_POSTGRES_IMAGE:-postgres:15-bookworm}"
 if ! docker image inspect "$image" >/dev/null 2>&1; then

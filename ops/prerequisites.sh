@@ -49,8 +49,10 @@ docker_answers_within() { # seconds
     done
 }
 # A machine just booted may still be starting its daemon; one whose daemon is down gets it started
-# (the service manager first, else dockerd itself, detached, logging to /var/log/dockerd.log).
+# when we may (the service manager first, else dockerd itself, detached, logging to
+# /var/log/dockerd.log) and is given a minute to answer; otherwise the error comes at once.
 if ! docker_answers_within 5; then
+    startup_grace=0
     if command -v dockerd >/dev/null && { [[ $(id -u) -eq 0 ]] || sudo -n true 2>/dev/null; }; then
         log "Docker is not answering; starting the Docker daemon"
         as_root systemctl start docker >/dev/null 2>&1 \
@@ -60,8 +62,9 @@ if ! docker_answers_within 5; then
             pgrep -x dockerd >/dev/null \
                 || as_root sh -c 'setsid nohup dockerd </dev/null >>/var/log/dockerd.log 2>&1 &'
         fi
+        startup_grace=60
     fi
-    if ! docker_answers_within 60; then
+    if ! docker_answers_within "$startup_grace"; then
         log "error: Docker is not reachable. Start the Docker daemon (e.g. 'sudo systemctl start docker'),"
         log "       or set DEMO_TEST_DATABASE_URL to an existing PostgreSQL server."
         exit 1

@@ -20,6 +20,8 @@ pub const CHROMIUM_ENV: &str = "CHROMIUM";
 
 /// How long [`Browser::find`] waits for an element by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(15);
+/// WebDriver's error code for an element the page has since removed from its document.
+const STALE_ELEMENT: &str = "stale element reference";
 
 /// The key WebDriver identifies element references by.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -141,6 +143,24 @@ impl Browser {
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the first element matching `css`, waiting up to `timeout` for it. A page that
+    /// re-renders the element between finding and clicking (a live fragment replaced by its newer
+    /// rendering) gets it found again, as a person would click the button they now see.
+    pub async fn click_when_ready(&self, css: &str, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let element = self
+                .wait_for(css, timeout.saturating_sub(started.elapsed()))
+                .await?;
+            match element.click().await {
+                Err(error)
+                    if error.to_string().contains(STALE_ELEMENT) && started.elapsed() < timeout => {
+                }
+                outcome => return outcome,
+            }
         }
     }
 

@@ -376,7 +376,7 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
     // 2. A change: the approval card, Confirm, the model's closing text, the note once.
     let step = Instant::now();
     ask(&browser, &format!("Add a note to {reference}: {NOTE}")).await;
-    let confirm = browser
+    browser
         .wait_for(".approval button.confirm", AGENT_WAIT)
         .await
         .unwrap();
@@ -390,7 +390,10 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
     assert_not_in_page(&browser, &token, "with the approval card").await;
     let plan = contents(&browser, ".approval pre.plan").await;
     assert!(plan.iter().any(|text| text.contains(NOTE)), "{plan:?}");
-    confirm.click().await.unwrap();
+    browser
+        .click_when_ready(".approval button.confirm", AGENT_WAIT)
+        .await
+        .unwrap();
     browser
         .wait_for_text("You confirmed this change.", AGENT_WAIT)
         .await
@@ -441,13 +444,10 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
     let stalled_question = "And what about the other services?";
     ask(&browser, stalled_question).await;
     browser
-        .wait_for(
+        .click_when_ready(
             "#turns > article.turn:nth-of-type(3) .stop-button",
             AGENT_WAIT,
         )
-        .await
-        .unwrap()
-        .click()
         .await
         .unwrap();
     browser

@@ -82,6 +82,14 @@ struct ServeArgs {
     /// A JSON file of pre-registered confidential OAuth clients (see ARCHITECTURE.md).
     #[arg(long, env = "DEMO_OAUTH_CLIENTS_FILE")]
     oauth_clients_file: Option<std::path::PathBuf>,
+    /// PEM certificates to trust, besides the system's roots, when fetching OAuth client
+    /// metadata documents (e.g. an internal CA).
+    #[arg(long, env = "DEMO_OAUTH_CLIENT_DOCUMENTS_CA_FILE")]
+    oauth_client_documents_ca_file: Option<std::path::PathBuf>,
+    /// Also fetch OAuth client metadata documents from loopback and private addresses. For
+    /// tests only: it opens the guard against server-side request forgery.
+    #[arg(long)]
+    oauth_client_documents_allow_private_addresses: bool,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +192,21 @@ async fn serve(db: PgPool, args: ServeArgs) -> anyhow::Result<()> {
     let mut oauth = OAuthSettings::new(&issuer)?;
     if let Some(path) = &args.oauth_clients_file {
         oauth = oauth.with_clients_file(path)?;
+    }
+    if let Some(path) = &args.oauth_client_documents_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+        oauth.client_documents.extra_roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("the CA file {} is not PEM certificates", path.display()))?;
+        if oauth.client_documents.extra_roots.is_empty() {
+            anyhow::bail!("the CA file {} holds no certificate", path.display());
+        }
+    }
+    if args.oauth_client_documents_allow_private_addresses {
+        tracing::warn!(
+            "client metadata documents may be fetched from private addresses: for tests only"
+        );
+        oauth.client_documents.allow_private_addresses = true;
     }
     tracing::info!(issuer = %oauth.issuer, clients = oauth.clients.len(), "OAuth authorization server");
     let state = AppState::new(db, rate_limit).with_oauth(oauth);

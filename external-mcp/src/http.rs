@@ -68,7 +68,13 @@ struct HttpState {
 
 /// The whole HTTP application: `/mcp` and its narrower endpoints, the protected-resource
 /// metadata and `/healthz`. `cancel` ends the requests in flight (used at shutdown).
-pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: &CancellationToken) -> Router {
+/// `oauth` validates OAuth access tokens; without it only personal API tokens are accepted.
+pub fn router(
+    shared: Arc<Shared>,
+    settings: HttpSettings,
+    oauth: Option<ResourceServer>,
+    cancel: &CancellationToken,
+) -> Router {
     let mut mcp = Router::new();
     for endpoint in Endpoint::all(&shared.settings) {
         let mcp_config = StreamableHttpServerConfig::default()
@@ -94,13 +100,6 @@ pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: &Cancellation
         );
         mcp = mcp.route_service(&endpoint.path(), mcp_service);
     }
-    let oauth = settings.oauth.clone().and_then(|credentials| {
-        let api_url = shared.api.api_url();
-        let resource = oauth::resource_of(&settings.public_url, MCP_PATH);
-        ResourceServer::new(credentials, &api_url, resource, &api_url)
-            .inspect_err(|error| tracing::error!(%error, "OAuth tokens will not be accepted"))
-            .ok()
-    });
     let state = Arc::new(HttpState {
         shared,
         settings,
@@ -122,22 +121,47 @@ pub fn router(shared: Arc<Shared>, settings: HttpSettings, cancel: &Cancellation
         .with_state(state)
 }
 
+/// The OAuth resource server, when this server has client credentials, checked against the
+/// authorization server first: start-up fails closed, rather than serving with OAuth tokens
+/// refused, when the credentials are wrong or the authorization server never answers.
+async fn resource_server(
+    shared: &Shared,
+    settings: &HttpSettings,
+) -> anyhow::Result<Option<ResourceServer>> {
+    let Some(credentials) = settings.oauth.clone() else {
+        return Ok(None);
+    };
+    let api_url = shared.api.api_url();
+    let resource = oauth::resource_of(&settings.public_url, MCP_PATH);
+    let server = ResourceServer::new(credentials, &api_url, resource, &api_url)?;
+    server.verify(oauth::STARTUP_WAIT).await.map_err(|error| {
+        anyhow::anyhow!(
+            "the OAuth authorization server at {api_url} does not accept this server: {error}"
+        )
+    })?;
+    tracing::info!(authorization_server = %api_url, "OAuth access tokens are accepted");
+    Ok(Some(server))
+}
+
 /// Serves the application on a bound listener until `shutdown` completes; then finishes the
-/// requests in flight.
+/// requests in flight. With OAuth client credentials it first checks them (see
+/// [`resource_server`]).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
+    let oauth = resource_server(&shared, &settings).await?;
     let cancel = CancellationToken::new();
-    let app = router(shared, settings, &cancel);
+    let app = router(shared, settings, oauth, &cancel);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             cancel.cancel();
         })
-        .await
+        .await?;
+    Ok(())
 }
 
 impl HttpState {

@@ -34,6 +34,10 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const EXPIRY_MARGIN: Duration = Duration::from_secs(15);
 /// Above this many cached exchanged tokens, expired ones are dropped (all, if none expired).
 const MAX_CACHED_EXCHANGES: usize = 10_000;
+/// How long start-up waits for the authorization server to answer (see [`ResourceServer::verify`]).
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
+/// What start-up introspects: a token that cannot exist, which must come back inactive.
+const PROBE_TOKEN: &str = "dmoat_start-up-check-of-the-resource-server";
 /// The largest JSON-RPC body inspected for step-up.
 pub const MAX_INSPECTED_BODY: usize = 4 * 1024 * 1024;
 
@@ -132,6 +136,48 @@ impl ResourceServer {
             endpoints: OnceCell::new(),
             exchanged: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Checks that the authorization server answers and accepts this server's client
+    /// credentials, by introspecting a token that cannot exist. Waits up to `wait` while the
+    /// authorization server cannot be reached or fails; a refusal of the credentials (or of
+    /// the request) ends at once.
+    pub async fn verify(&self, wait: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.probe().await {
+                Ok(()) => return Ok(()),
+                Err(
+                    error @ Error::Unavailable {
+                        status: 400..=499, ..
+                    },
+                ) => return Err(error),
+                Err(error) if Instant::now() >= deadline => return Err(error),
+                Err(error) => {
+                    tracing::info!(%error, "waiting for the OAuth authorization server");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        let endpoints = self.endpoints().await?;
+        let introspection: Introspection = self
+            .post(
+                &endpoints.introspection_endpoint,
+                &[("token", PROBE_TOKEN), ("token_type_hint", "access_token")],
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|error| self.unexpected(error))?;
+        if introspection.active {
+            return Err(Error::UnexpectedResponse {
+                detail: "the authorization server calls a token that cannot exist active".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether `token` is an OAuth access token (rather than a personal API token).

@@ -7,10 +7,8 @@
 //! the browser that started it by a cookie (its digest is stored), and each form carries a
 //! one-time anti-CSRF token (its digest too); sign-in and consent refuse a form without both.
 
-use std::net::{IpAddr, SocketAddr};
-
 use askama::Template;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -19,7 +17,9 @@ use uuid::Uuid;
 use super::OAuthServer;
 use super::clients::{self, Client};
 use super::config::AUTHORIZATION_CODE;
-use super::params::{FormParams, Params, QueryParams, constant_time_equal, is_pkce_value};
+use super::params::{
+    FormParams, Params, QueryParams, client_address, constant_time_equal, is_pkce_value,
+};
 use super::store::{self, AuthorizationRequest, NewAuthorizationRequest, NewCode, ceiling_for};
 use crate::domain::kinds::Scope;
 use crate::domain::{passwords, tokens};
@@ -602,12 +602,6 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value.to_owned())
-}
-
-fn client_address(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip())
 }
 
 fn describe(scope: Scope) -> &'static str {

@@ -4,16 +4,17 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::OAuthServer;
+use super::client_documents;
 use super::config::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 use super::error::OAuthError;
-use super::params::{Params, constant_time_equal};
+use super::params::{Params, client_address, constant_time_equal};
 use super::store::{self, CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, RegisteredClientRow};
 use crate::domain::tokens;
 use crate::http::AppState;
@@ -49,12 +50,29 @@ impl Client {
     }
 }
 
-/// Looks a client up by its id.
+/// Looks a client up by its id: pre-registered, registered (DCR), or an `https://` URL to its
+/// metadata document.
 pub async fn find(
     server: &OAuthServer,
     state: &AppState,
     client_id: &str,
 ) -> Result<Option<Client>, OAuthError> {
+    if client_documents::is_document_client_id(client_id) {
+        let document = server
+            .documents
+            .get(client_id)
+            .await
+            .map_err(OAuthError::invalid_client_document)?;
+        return Ok(Some(Client {
+            client_id: document.client_id.clone(),
+            client_name: document.client_name.clone(),
+            redirect_uris: document.redirect_uris.clone(),
+            secret_hash: None,
+            grant_types: vec![AUTHORIZATION_CODE.to_owned(), REFRESH_TOKEN.to_owned()],
+            resources_served: Vec::new(),
+            pre_registered: false,
+        }));
+    }
     if let Some(client) = server
         .settings
         .clients
@@ -206,13 +224,131 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
         && requested_without_port.as_str() == registered_without_port.as_str()
 }
 
+/// What a client says about itself, in a registration request (RFC 7591) or in its metadata
+/// document: checked the same way for both.
+#[derive(Debug, Clone)]
+pub struct ClientMetadata {
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    /// `none` (a public client, PKCE only), `client_secret_basic` or `client_secret_post`.
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub scope: Option<String>,
+}
+
+impl ClientMetadata {
+    /// Checks `metadata`; `default_method` is the authentication method when it names none.
+    pub fn parse(
+        metadata: &serde_json::Map<String, Value>,
+        default_method: &str,
+    ) -> Result<Self, OAuthError> {
+        let redirect_uris: Vec<String> = metadata
+            .get("redirect_uris")
+            .and_then(Value::as_array)
+            .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris is required"))?
+            .iter()
+            .map(|uri| uri.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?;
+        if redirect_uris.is_empty() || redirect_uris.len() > MAX_REDIRECT_URIS {
+            return Err(OAuthError::invalid_redirect_uri(format!(
+                "give between 1 and {MAX_REDIRECT_URIS} redirect URIs"
+            )));
+        }
+        for uri in &redirect_uris {
+            check_redirect_uri(uri)
+                .map_err(|problem| OAuthError::invalid_redirect_uri(format!("{uri}: {problem}")))?;
+        }
+        let token_endpoint_auth_method = match metadata.get("token_endpoint_auth_method") {
+            None => default_method.to_owned(),
+            Some(Value::String(method))
+                if ["none", "client_secret_basic", "client_secret_post"]
+                    .contains(&method.as_str()) =>
+            {
+                method.clone()
+            }
+            Some(other) => {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "token_endpoint_auth_method {other} is not supported: use none, client_secret_basic or client_secret_post"
+                )));
+            }
+        };
+        let grant_types = strings(metadata.get("grant_types"), "grant_types")?
+            .unwrap_or_else(|| vec![AUTHORIZATION_CODE.to_owned(), REFRESH_TOKEN.to_owned()]);
+        if !grant_types.iter().any(|grant| grant == AUTHORIZATION_CODE)
+            || grant_types
+                .iter()
+                .any(|grant| grant != AUTHORIZATION_CODE && grant != REFRESH_TOKEN)
+        {
+            return Err(OAuthError::invalid_client_metadata(
+                "grant_types may only be authorization_code and refresh_token",
+            ));
+        }
+        if let Some(response_types) = strings(metadata.get("response_types"), "response_types")?
+            && response_types != ["code"]
+        {
+            return Err(OAuthError::invalid_client_metadata(
+                "response_types must be [\"code\"]",
+            ));
+        }
+        let scope = match metadata.get("scope") {
+            None => None,
+            Some(Value::String(scope))
+                if scope
+                    .split_whitespace()
+                    .all(|scope| scope == "read" || scope == "write") =>
+            {
+                Some(scope.clone())
+            }
+            Some(Value::String(_)) => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "scopes are read and write",
+                ));
+            }
+            Some(_) => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "scope must be a string",
+                ));
+            }
+        };
+        let client_name = match metadata.get("client_name") {
+            None => None,
+            Some(Value::String(name)) if (1..=200).contains(&name.chars().count()) => {
+                Some(name.clone())
+            }
+            Some(_) => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "client_name must be a string of 1 to 200 characters",
+                ));
+            }
+        };
+        Ok(Self {
+            client_name,
+            redirect_uris,
+            token_endpoint_auth_method,
+            grant_types,
+            scope,
+        })
+    }
+}
+
 /// `POST /oauth/register`: Dynamic Client Registration (RFC 7591). Public clients
-/// (`token_endpoint_auth_method: none`) use PKCE only; others get a secret, shown once.
+/// (`token_endpoint_auth_method: none`) use PKCE only; others get a secret, shown once. Each
+/// address may register [`throttle::ADDRESS_REGISTRATIONS`] clients an hour.
 pub async fn register(
     State(state): State<AppState>,
+    extensions: Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, OAuthError> {
-    let _server = state.oauth().ok_or_else(OAuthError::not_configured)?;
+    let server = state.oauth().ok_or_else(OAuthError::not_configured)?;
+    let address = client_address(&extensions);
+    if let Err(wait) = server.registrations.check(address) {
+        tracing::warn!("client registration throttled");
+        return Err(OAuthError::too_many_requests(
+            "too many client registrations from this address",
+            wait,
+        ));
+    }
     let metadata: Value = serde_json::from_slice(&body).map_err(|error| {
         OAuthError::invalid_client_metadata(format!("the body is not JSON: {error}"))
     })?;
@@ -221,76 +357,12 @@ pub async fn register(
             "the body must be a JSON object",
         ));
     };
-    let redirect_uris: Vec<String> = metadata
-        .get("redirect_uris")
-        .and_then(Value::as_array)
-        .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris is required"))?
-        .iter()
-        .map(|uri| uri.as_str().map(str::to_owned))
-        .collect::<Option<_>>()
-        .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?;
-    if redirect_uris.is_empty() || redirect_uris.len() > MAX_REDIRECT_URIS {
-        return Err(OAuthError::invalid_redirect_uri(format!(
-            "give between 1 and {MAX_REDIRECT_URIS} redirect URIs"
-        )));
-    }
-    for uri in &redirect_uris {
-        check_redirect_uri(uri)
-            .map_err(|problem| OAuthError::invalid_redirect_uri(format!("{uri}: {problem}")))?;
-    }
-    let method = match metadata.get("token_endpoint_auth_method") {
-        None => "client_secret_basic",
-        Some(Value::String(method))
-            if ["none", "client_secret_basic", "client_secret_post"].contains(&method.as_str()) =>
-        {
-            method.as_str()
-        }
-        Some(other) => {
-            return Err(OAuthError::invalid_client_metadata(format!(
-                "token_endpoint_auth_method {other} is not supported: use none, client_secret_basic or client_secret_post"
-            )));
-        }
-    };
-    let grant_types = strings(metadata.get("grant_types"), "grant_types")?
-        .unwrap_or_else(|| vec![AUTHORIZATION_CODE.to_owned(), REFRESH_TOKEN.to_owned()]);
-    if !grant_types.iter().any(|grant| grant == AUTHORIZATION_CODE)
-        || grant_types
-            .iter()
-            .any(|grant| grant != AUTHORIZATION_CODE && grant != REFRESH_TOKEN)
-    {
-        return Err(OAuthError::invalid_client_metadata(
-            "grant_types may only be authorization_code and refresh_token",
-        ));
-    }
-    if let Some(response_types) = strings(metadata.get("response_types"), "response_types")?
-        && response_types != ["code"]
-    {
-        return Err(OAuthError::invalid_client_metadata(
-            "response_types must be [\"code\"]",
-        ));
-    }
-    if let Some(scope) = metadata.get("scope") {
-        let scope = scope
-            .as_str()
-            .ok_or_else(|| OAuthError::invalid_client_metadata("scope must be a string"))?;
-        if scope
-            .split_whitespace()
-            .any(|scope| scope != "read" && scope != "write")
-        {
-            return Err(OAuthError::invalid_client_metadata(
-                "scopes are read and write",
-            ));
-        }
-    }
-    let client_name = match metadata.get("client_name") {
-        None => "Unnamed client".to_owned(),
-        Some(Value::String(name)) if (1..=200).contains(&name.chars().count()) => name.clone(),
-        Some(_) => {
-            return Err(OAuthError::invalid_client_metadata(
-                "client_name must be a string of 1 to 200 characters",
-            ));
-        }
-    };
+    let metadata = ClientMetadata::parse(metadata, "client_secret_basic")?;
+    let method = metadata.token_endpoint_auth_method.as_str();
+    let client_name = metadata
+        .client_name
+        .clone()
+        .unwrap_or_else(|| "Unnamed client".to_owned());
 
     let (client_id, _) = store::new_secret(CLIENT_ID_PREFIX);
     let client_id = client_id.expose()[..CLIENT_ID_PREFIX.len() + 32].to_owned();
@@ -298,23 +370,24 @@ pub async fn register(
     let row = RegisteredClientRow {
         client_id: client_id.clone(),
         client_name: client_name.clone(),
-        redirect_uris: redirect_uris.clone(),
+        redirect_uris: metadata.redirect_uris.clone(),
         token_endpoint_auth_method: method.to_owned(),
         client_secret_hash: secret.as_ref().map(|(_, digest)| digest.to_vec()),
     };
     let registered_at = store::insert_registered_client(state.db(), &row).await?;
+    server.registrations.registered(address);
     tracing::info!(client = %client_id, method, "OAuth client registered");
     let mut answer = json!({
         "client_id": client_id,
         "client_id_issued_at": registered_at.timestamp(),
         "client_name": client_name,
-        "redirect_uris": redirect_uris,
-        "grant_types": grant_types,
+        "redirect_uris": metadata.redirect_uris,
+        "grant_types": metadata.grant_types,
         "response_types": ["code"],
         "token_endpoint_auth_method": method,
     });
-    if let Some(scope) = metadata.get("scope") {
-        answer["scope"] = scope.clone();
+    if let Some(scope) = &metadata.scope {
+        answer["scope"] = json!(scope);
     }
     if let Some((secret, _)) = secret {
         answer["client_secret"] = json!(secret.expose());

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use super::client_documents::ClientDocumentSettings;
+
 /// The authorization server's settings.
 #[derive(Debug, Clone)]
 pub struct OAuthSettings {
@@ -22,6 +24,8 @@ pub struct OAuthSettings {
     pub authorization_code_lifetime: Duration,
     /// How long a person has for sign-in and consent.
     pub authorization_request_lifetime: Duration,
+    /// How client metadata documents are fetched.
+    pub client_documents: ClientDocumentSettings,
 }
 
 /// A confidential client the operator registered in the clients file.
@@ -73,6 +77,7 @@ impl OAuthSettings {
             refresh_token_lifetime: Duration::from_secs(30 * 24 * 3600),
             authorization_code_lifetime: Duration::from_secs(2 * 60),
             authorization_request_lifetime: Duration::from_secs(10 * 60),
+            client_documents: ClientDocumentSettings::default(),
         })
     }
 

@@ -15,6 +15,8 @@ pub struct OAuthError {
     /// `invalid_redirect_uri`, `invalid_client_metadata`, `server_error`, ...
     pub code: &'static str,
     pub description: String,
+    /// Sent as `Retry-After` (a throttled request).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl OAuthError {
@@ -23,6 +25,20 @@ impl OAuthError {
             status,
             code,
             description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A throttled request: 429 with `Retry-After`.
+    pub fn too_many_requests(description: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs().max(1);
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request",
+                format!("{description}; retry in {seconds} s"),
+            )
         }
     }
 
@@ -32,6 +48,11 @@ impl OAuthError {
 
     pub fn invalid_client(description: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    }
+
+    /// A client id that is a metadata document URL whose document cannot be used.
+    pub fn invalid_client_document(description: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_client", description)
     }
 
     pub fn invalid_grant(description: impl Into<String>) -> Self {
@@ -121,6 +142,12 @@ impl IntoResponse for OAuthError {
             .into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(wait) = self.retry_after {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

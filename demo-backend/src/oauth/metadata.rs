@@ -30,6 +30,7 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": ["read", "write"],
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
         "service_documentation": format!("{issuer}/api/v1/openapi.json"),
     }))
     .into_response())

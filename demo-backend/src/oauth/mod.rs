@@ -5,8 +5,10 @@
 //! - `authorize`: the sign-in and consent pages (authorization code with PKCE S256 only).
 //! - `token`: codes, refresh-token rotation with reuse detection, RFC 8693 token exchange,
 //!   RFC 7009 revocation and RFC 7662 introspection for resource servers.
-//! - `clients`: pre-registered confidential clients ([`config`]) and Dynamic Client Registration
-//!   (RFC 7591); exact redirect URIs, loopback with any port.
+//! - `clients`: pre-registered confidential clients ([`config`]), Dynamic Client Registration
+//!   (RFC 7591, throttled per address) and clients identified by an `https://` URL to their
+//!   metadata document ([`client_documents`], fetched with SSRF protection); exact redirect
+//!   URIs, loopback with any port.
 //! - `store`: everything kept in PostgreSQL, secrets as digests only.
 //! - `throttle`: brute-force limits on sign-in, per account and per address.
 //!
@@ -15,6 +17,7 @@
 //! introspection whether a token was issued for it.
 
 mod authorize;
+pub mod client_documents;
 mod clients;
 pub mod config;
 mod error;
@@ -34,18 +37,23 @@ pub use token::ACCESS_TOKEN_TYPE;
 
 use crate::http::AppState;
 
-/// The authorization server's state: settings and sign-in throttling.
+/// The authorization server's state: settings, throttling, and the fetched client documents.
 #[derive(Debug)]
 pub struct OAuthServer {
     pub settings: OAuthSettings,
     throttle: throttle::SignInThrottle,
+    registrations: throttle::RegistrationThrottle,
+    documents: client_documents::ClientDocuments,
 }
 
 impl OAuthServer {
     pub fn new(settings: OAuthSettings) -> Self {
+        let documents = client_documents::ClientDocuments::new(&settings.client_documents);
         Self {
             settings,
             throttle: throttle::SignInThrottle::default(),
+            registrations: throttle::RegistrationThrottle::default(),
+            documents,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Request parameters of the OAuth endpoints (query strings and form bodies), where a parameter
 //! given twice is an error (RFC 6749 section 3.1), and PKCE's S256 check (RFC 7636).
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::Extensions;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -124,6 +127,13 @@ pub fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
             .zip(right)
             .fold(0u8, |difference, (a, b)| difference | (a ^ b))
             == 0
+}
+
+/// The address of the peer, when the server was started with connect info.
+pub fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
 }
 
 #[cfg(test)]

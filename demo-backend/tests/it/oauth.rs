@@ -384,6 +384,111 @@ async fn metadata_describes_the_server() {
         metadata["registration_endpoint"],
         server.url("/oauth/register")
     );
+    assert_eq!(metadata["client_id_metadata_document_supported"], true);
+}
+
+#[tokio::test]
+async fn metadata_documents_at_non_public_addresses_are_never_fetched() {
+    let server = AuthServer::start().await;
+    // Something listens on loopback, so a fetch would reach it: it must never be asked.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((_connection, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    for (client_id, reason) in [
+        (
+            format!("https://127.0.0.1:{port}/client.json"),
+            "not a public address",
+        ),
+        (
+            format!("https://localhost:{port}/client.json"),
+            "not a public address",
+        ),
+        (
+            format!("https://[::1]:{port}/client.json"),
+            "not a public address",
+        ),
+        (
+            "https://169.254.169.254/latest/meta-data/client".to_owned(),
+            "not a public address",
+        ),
+        (
+            "https://10.0.0.1/client.json".to_owned(),
+            "not a public address",
+        ),
+        (
+            "https://[::ffff:192.168.0.1]/client.json".to_owned(),
+            "not a public address",
+        ),
+        ("https://app.example/".to_owned(), "path"),
+    ] {
+        let client = PublicClient {
+            client_id: client_id.clone(),
+        };
+        let (query, _) = AuthServer::authorize_query(&client, "read", MCP_RESOURCE);
+        let response = server.get_authorize(&query).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{client_id}");
+        assert!(
+            response.headers().get("location").is_none(),
+            "never redirected: {client_id}"
+        );
+        let page = response.text().await.unwrap();
+        assert!(page.contains(reason), "{client_id}: {page}");
+        let (status, body) = server
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", "dmocode_x"),
+                ("code_verifier", &"v".repeat(43)),
+                ("redirect_uri", "http://127.0.0.1:54321/callback"),
+            ])
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_client")),
+            "{client_id}: {body}"
+        );
+    }
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+}
+
+#[tokio::test]
+async fn registrations_are_throttled_per_address() {
+    let server = AuthServer::start().await;
+    let limit = 20;
+    for _ in 0..limit {
+        server.register().await;
+    }
+    let response = server
+        .http
+        .post(server.url("/oauth/register"))
+        .json(&json!({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 3_000, "about an hour: {wait}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    let clients: i64 = sqlx::query_scalar("SELECT count(*) FROM oauth_clients")
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(clients, limit, "the refused registration wrote nothing");
 }
 
 #[tokio::test]

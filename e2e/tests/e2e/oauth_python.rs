@@ -3,7 +3,7 @@
 //! and `tests/python/oauth_client.py` as a child process (see that script for what it does).
 //! The Python environment comes from `ops/python-venv.sh`, which `ops/test` runs first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use demo_backend::domain::tokens;
@@ -24,6 +24,25 @@ fn python() -> Option<PathBuf> {
         .output()
         .is_ok_and(|output| output.status.success());
     has_sdk.then_some(python)
+}
+
+/// external-mcp over HTTP on `listen`, a confidential client of the API's authorization server
+/// with the secret in `secret_file`.
+fn external_mcp_arguments(listen: &str, api_url: &str, secret_file: &Path) -> Vec<String> {
+    [
+        "--transport",
+        "http",
+        "--listen",
+        listen,
+        "--api-url",
+        api_url,
+        "--oauth-client-id",
+        "external-mcp",
+        "--oauth-client-secret-file",
+        secret_file.to_str().expect("a UTF-8 path"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 #[tokio::test]
@@ -57,33 +76,69 @@ async fn the_python_sdk_oauth_client_connects_from_scratch() {
     .unwrap();
     let secret_file = directory.join("external-mcp-secret");
     std::fs::write(&secret_file, secret).unwrap();
+    // A throwaway CA for the HTTPS server of the client metadata documents.
+    let python_folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let made = std::process::Command::new(&python)
+        .arg(python_folder.join("test_ca.py"))
+        .arg(&directory)
+        .output()
+        .expect("python runs");
+    assert!(
+        made.status.success(),
+        "test_ca.py: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
-    let backend =
-        Backend::start_with(&["--oauth-clients-file", clients_file.to_str().unwrap()]).await;
+    let backend = Backend::start_with(&[
+        "--oauth-clients-file",
+        clients_file.to_str().unwrap(),
+        "--oauth-client-documents-ca-file",
+        directory.join("ca.pem").to_str().unwrap(),
+        "--oauth-client-documents-allow-private-addresses",
+    ])
+    .await;
     let listen = format!("127.0.0.1:{mcp_port}");
+
+    // Fail closed: with credentials the authorization server refuses, external-mcp does not
+    // start (rather than serving with every OAuth token refused).
+    let wrong_secret_file = directory.join("wrong-secret");
+    std::fs::write(&wrong_secret_file, "not-the-secret-of-external-mcp").unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(binary("external-mcp"))
+            .args(external_mcp_arguments(
+                &listen,
+                &backend.url,
+                &wrong_secret_file,
+            ))
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("external-mcp with wrong credentials exits at once")
+    .unwrap();
+    let refused_stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refused_stderr}");
+    assert!(
+        refused_stderr.contains("does not accept this server")
+            && refused_stderr.contains("HTTP 401"),
+        "{refused_stderr}"
+    );
+    let arguments = external_mcp_arguments(&listen, &backend.url, &secret_file);
     let _external_mcp = spawn(
         &binary("external-mcp"),
-        &[
-            "--transport",
-            "http",
-            "--listen",
-            &listen,
-            "--api-url",
-            &backend.url,
-            "--oauth-client-id",
-            "external-mcp",
-            "--oauth-client-secret-file",
-            secret_file.to_str().unwrap(),
-        ],
+        &arguments.iter().map(String::as_str).collect::<Vec<_>>(),
         &[("RUST_LOG", "warn")],
     );
     wait_until_ready(&format!("{mcp_base}/healthz"), Duration::from_secs(60))
         .await
         .expect("external-mcp starts");
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/oauth_client.py");
     let output = tokio::process::Command::new(&python)
-        .arg(&script)
+        .arg(python_folder.join("oauth_client.py"))
+        .env("DOCUMENT_CERT", directory.join("server.pem"))
+        .env("DOCUMENT_KEY", directory.join("server.key"))
         .env("MCP_URL", format!("{mcp_base}/mcp"))
         .env("API_URL", &backend.url)
         .env("USER_ORGANIZATION", "acme")
@@ -188,9 +243,62 @@ async fn the_python_sdk_oauth_client_connects_from_scratch() {
         "{report}"
     );
 
+    // The client identified by its metadata document: its URL is its id, the document was
+    // fetched once (authorization, token and refresh requests share the cached copy).
+    assert_eq!(
+        report["document_client_id"], report["document_url"],
+        "{report}"
+    );
+    assert_eq!(
+        report["document_authorize_client_id"], report["document_url"],
+        "{report}"
+    );
+    assert_eq!(report["document_read_tool_is_error"], false, "{report}");
+    assert_eq!(report["document_refresh_status"], 200, "{report}");
+    assert_eq!(report["document_fetches"], 1, "{report}");
+    assert_eq!(report["document_fetches_after_refresh"], 1, "{report}");
+    let hostile = report["hostile_documents"].as_object().unwrap();
+    let refusal = |key: &str, reason: &str| {
+        let answer = hostile
+            .iter()
+            .find(|(client_id, _)| client_id.ends_with(key))
+            .map(|(_, answer)| answer)
+            .unwrap_or_else(|| panic!("{key} was not tried: {report}"));
+        assert_eq!(answer["status"], 400, "{key}: {answer}");
+        let text = answer["text"].as_str().unwrap();
+        assert!(
+            text.contains(reason),
+            "{key}: expected {reason:?} in {text}"
+        );
+        assert!(
+            answer["seconds"].as_f64().unwrap() < 20.0,
+            "{key} answered in bounded time: {answer}"
+        );
+    };
+    refusal("/impostor.json", "own URL as client_id");
+    refusal("/with-secret.json", "no client secret");
+    refusal("/secret-method.json", "PKCE only");
+    refusal(
+        "/other-redirect.json",
+        "redirect URI is not one the application registered",
+    );
+    refusal("/huge.json", "larger than 16384 bytes");
+    refusal("/not-json.json", "not JSON");
+    refusal("/redirect.json", "redirects are not followed");
+    refusal("/slow.json", "no answer within 5 s");
+    refusal("/missing.json", "404");
+    refusal("/client.json?x=1", "no query");
+    refusal("/a/../client.json", "canonical form");
+    let plain_http = report["document_url"]
+        .as_str()
+        .unwrap()
+        .replacen("https://", "http://", 1);
+    refusal(&plain_http, "not registered here");
+
     println!(
-        "full OAuth authorization with the Python SDK, discovery to first tool call: {:.0} ms (first client), {:.0} ms (second client)",
+        "full OAuth authorization with the Python SDK, discovery to first tool call: {:.0} ms (first client, DCR), {:.0} ms (second client, DCR), {:.0} ms (metadata document client)",
         report["authorization_seconds"].as_f64().unwrap() * 1000.0,
         report["second_authorization_seconds"].as_f64().unwrap() * 1000.0,
+        report["document_authorization_seconds"].as_f64().unwrap() * 1000.0,
     );
 }

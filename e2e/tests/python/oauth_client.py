@@ -3,15 +3,23 @@
 Driven by e2e/tests/e2e/oauth_python.rs, which starts the real binaries and passes their URLs and
 a seeded user's credentials in the environment. From scratch, the SDK's OAuthClientProvider
 discovers the protected resource and the authorization server, registers (DCR), runs PKCE; the
-browser's part (sign-in and consent forms) is answered here with httpx. Prints one JSON object
-with what it saw on stdout; any failed check exits non-zero.
+browser's part (sign-in and consent forms) is answered here with httpx. A third client is
+identified by a Client ID Metadata Document, served here over HTTPS (certificates from
+test_ca.py, whose CA demo-backend trusts), and hostile documents are offered to the
+authorization server. Prints one JSON object with what it saw on stdout; any failed check exits
+non-zero.
 """
 
 import asyncio
+import base64
+import hashlib
+import http.server
 import json
 import os
 import re
+import ssl
 import sys
+import threading
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -28,6 +36,8 @@ ORGANIZATION = os.environ["USER_ORGANIZATION"]
 EMAIL = os.environ["USER_EMAIL"]
 PASSWORD = os.environ["USER_PASSWORD"]
 REDIRECT_URI = "http://127.0.0.1:18399/callback"
+DOCUMENT_CERT = os.environ["DOCUMENT_CERT"]
+DOCUMENT_KEY = os.environ["DOCUMENT_KEY"]
 
 
 def check(condition, message):
@@ -106,9 +116,106 @@ class Browser:
         return result
 
 
-def provider(browser, storage):
+class DocumentServer:
+    """Serves client metadata documents over HTTPS on a loopback port, counting the fetches."""
+
+    def __init__(self):
+        self.fetches = {}
+        documents = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                documents.fetches[self.path] = documents.fetches.get(self.path, 0) + 1
+                status, headers, body = documents.answer(self.path)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(DOCUMENT_CERT, DOCUMENT_KEY)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.base = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path):
+        return f"{self.base}{path}"
+
+    def document(self, path, **changes):
+        document = {
+            "client_id": self.url(path),
+            "client_name": "MCP Python SDK (metadata document)",
+            "redirect_uris": [REDIRECT_URI],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }
+        document.update(changes)
+        return {key: value for key, value in document.items() if value is not None}
+
+    def answer(self, path):
+        json_type = {"Content-Type": "application/json"}
+        if path == "/client.json":
+            return 200, {**json_type, "Cache-Control": "max-age=600"}, json.dumps(self.document(path)).encode()
+        if path == "/impostor.json":
+            return 200, json_type, json.dumps(self.document("/client.json")).encode()
+        if path == "/with-secret.json":
+            return 200, json_type, json.dumps(self.document(path, client_secret="shared")).encode()
+        if path == "/secret-method.json":
+            return 200, json_type, json.dumps(self.document(path, token_endpoint_auth_method="client_secret_basic")).encode()
+        if path == "/other-redirect.json":
+            return 200, json_type, json.dumps(self.document(path, redirect_uris=["https://evil.example/cb"])).encode()
+        if path == "/huge.json":
+            return 200, json_type, json.dumps(self.document(path, client_name="x" * 100, logo="y" * 200_000)).encode()
+        if path == "/not-json.json":
+            return 200, json_type, b"<html>hello</html>"
+        if path == "/redirect.json":
+            return 302, {"Location": self.url("/client.json")}, b""
+        if path == "/slow.json":
+            time.sleep(8)
+            return 200, json_type, json.dumps(self.document(path)).encode()
+        return 404, {}, b"not found"
+
+
+def pkce_pair():
+    verifier = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+async def authorize_page(client_id):
+    """The authorization endpoint's answer for `client_id`: status, elapsed seconds, page text."""
+    _, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "hostile",
+        "scope": "read",
+        "resource": MCP_URL,
+    }
+    started = time.perf_counter()
+    async with httpx.AsyncClient(follow_redirects=False, timeout=30) as client:
+        page = await client.get(f"{API_URL}/oauth/authorize", params=params)
+    return page.status_code, time.perf_counter() - started, page.text
+
+
+def provider(browser, storage, client_metadata_url=None):
     return OAuthClientProvider(
         server_url=MCP_URL,
+        client_metadata_url=client_metadata_url,
         client_metadata=OAuthClientMetadata(
             client_name="MCP Python SDK interoperability test",
             redirect_uris=[REDIRECT_URI],
@@ -244,6 +351,55 @@ async def main():
     after = await raw_mcp(token, INITIALIZE)
     report["after_revocation_status"] = after.status_code
     report["after_revocation_challenge"] = after.headers.get("www-authenticate", "")
+
+    # A client identified by its metadata document: no registration at all.
+    documents = DocumentServer()
+    document_url = documents.url("/client.json")
+    browser = Browser()
+    storage = MemoryStorage()
+    started = time.perf_counter()
+    async with httpx2.AsyncClient(auth=provider(browser, storage, document_url), timeout=30) as http_client:
+        async with streamable_http_client(MCP_URL, http_client=http_client) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                listed = await session.call_tool("list_incidents", {})
+                report["document_authorization_seconds"] = time.perf_counter() - started
+                report["document_read_tool_is_error"] = bool(listed.is_error)
+    report["document_url"] = document_url
+    report["document_client_id"] = storage.client_info.client_id
+    report["document_authorize_client_id"] = parse_qs(urlparse(browser.authorization_urls[0]).query).get("client_id", [None])[0]
+    report["document_fetches"] = documents.fetches.get("/client.json", 0)
+    metadata_refreshed = httpx.post(
+        metadata["token_endpoint"],
+        data={"grant_type": "refresh_token", "refresh_token": storage.tokens.refresh_token, "client_id": document_url},
+    )
+    report["document_refresh_status"] = metadata_refreshed.status_code
+    report["document_fetches_after_refresh"] = documents.fetches.get("/client.json", 0)
+
+    # Hostile documents: each refused on the authorization page, nothing redirected.
+    hostile = {}
+    for path in [
+        "/impostor.json",
+        "/with-secret.json",
+        "/secret-method.json",
+        "/other-redirect.json",
+        "/huge.json",
+        "/not-json.json",
+        "/redirect.json",
+        "/slow.json",
+        "/missing.json",
+    ]:
+        status, seconds, text = await authorize_page(documents.url(path))
+        hostile[path] = {"status": status, "seconds": seconds, "text": re.sub(r"<[^>]+>", " ", text)}
+    for client_id in [
+        documents.url("/client.json?x=1"),
+        documents.url("/a/../client.json"),
+        documents.base.replace("https://", "http://") + "/client.json",
+    ]:
+        status, seconds, text = await authorize_page(client_id)
+        hostile[client_id] = {"status": status, "seconds": seconds, "text": re.sub(r"<[^>]+>", " ", text)}
+    report["hostile_documents"] = hostile
+    documents.server.shutdown()
     print(json.dumps(report))
 
 

@@ -16,7 +16,7 @@ use crate::agent::{Agent, TurnLimits};
 use crate::app::{AppState, serve};
 use crate::config::{ClientSecret, Config, CredentialKey, McpLimits, SignInConfig};
 use crate::error::Error;
-use crate::investigations::{AgentIdentity, InvestigationConfig, run_worker};
+use crate::investigations::{AgentIdentity, InvestigationConfig, SynthesisConfig, run_worker};
 use crate::llm::LlmSettings;
 
 #[derive(Debug, Parser)]
@@ -111,6 +111,14 @@ pub struct ServeArguments {
     /// `<organization id>:<user id>` pairs separated by commas. Empty: no investigations.
     #[arg(long, env = "INTERNAL_HOST_AGENTS", default_value = "")]
     pub agents: String,
+    /// AgenticOps: where discovery starts for an organisation seen for the first time, RFC 3339
+    /// (default: 15 minutes ago). An earlier time investigates the incidents opened since.
+    #[arg(long, env = "INTERNAL_HOST_INVESTIGATE_SINCE")]
+    pub investigate_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// AgenticOps: with a language model configured, let it add cited claims to each report
+    /// (within a per-run and a daily budget); off, reports are the playbook's alone.
+    #[arg(long, env = "INTERNAL_HOST_INVESTIGATION_SYNTHESIS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub investigation_synthesis: bool,
 }
 
 /// The environment variable `bootstrap-sql` reads the host role's password from.
@@ -167,8 +175,12 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
         discovery_timeout: Duration::from_secs(arguments.oauth_discovery_seconds),
     });
     let mut state = AppState::connect(config).await?;
-    if arguments.llm.is_configured() {
-        let provider = arguments.llm.build()?;
+    let provider = if arguments.llm.is_configured() {
+        Some(arguments.llm.build()?)
+    } else {
+        None
+    };
+    if let Some(provider) = provider.clone() {
         let limits = TurnLimits::default();
         limits.validate()?;
         let agent = Agent::new(
@@ -191,7 +203,18 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
         tracing::info!("AgenticOps is off: no agent identities (INTERNAL_HOST_AGENTS)");
         None
     } else {
-        let config = InvestigationConfig::new(agents);
+        let synthesis = provider
+            .filter(|_| arguments.investigation_synthesis)
+            .map(SynthesisConfig::new);
+        tracing::info!(
+            synthesis = synthesis.is_some(),
+            "AgenticOps investigates new incidents"
+        );
+        let config = InvestigationConfig {
+            discover_since: arguments.investigate_since,
+            synthesis,
+            ..InvestigationConfig::new(agents)
+        };
         config.validate()?;
         let (state, stop) = (state.clone(), stop.clone());
         Some(tokio::spawn(async move {

@@ -5,7 +5,8 @@
 //! signs in through the product's pages, asks which deploy caused the seed's story incident (the
 //! trace shows the SQL, a chart and the correlation), has a note added after confirming it (the
 //! REST API then shows the note once), stops a question whose answer stalls, and reloads the page
-//! to find all of it still there.
+//! to find all of it still there. A second test has AgenticOps investigate the story's incident
+//! and the person read the investigation (report, chart, steps) and continue it in a chat.
 
 #[path = "../../../internal-host/tests/it/scripted_model.rs"]
 mod scripted_model;
@@ -90,13 +91,14 @@ fn text_of(path: &Path) -> &str {
 }
 
 /// `internal-host serve` on `listen`, with the host's role and schema bootstrapped first (as an
-/// administrator does once), answering with the model at `model_url`.
+/// administrator does once), answering with the model at `model_url`; `extra` adds settings.
 async fn start_internal_host(
     backend: &Backend,
     internal_mcp: &InternalMcp,
     secrets: &Secrets,
     listen: &str,
     model_url: &str,
+    extra: &[(&str, &str)],
 ) -> Child {
     let sql = internal_host::database::bootstrap_sql(HOST_DATABASE_PASSWORD).unwrap();
     sqlx::raw_sql(&sql)
@@ -111,31 +113,29 @@ async fn start_internal_host(
         backend.database.name
     );
     let public_url = format!("http://{listen}");
-    let process = spawn(
-        &binary("internal-host"),
-        &["serve"],
-        &[
-            ("INTERNAL_HOST_DATABASE_URL", database_url.as_str()),
-            ("INTERNAL_HOST_INTERNAL_MCP_URL", internal_mcp.url.as_str()),
-            (
-                "INTERNAL_MCP_SIGNING_KEY_FILE",
-                text_of(&secrets.signing_key_file),
-            ),
-            ("INTERNAL_HOST_LISTEN", listen),
-            ("INTERNAL_HOST_PUBLIC_URL", public_url.as_str()),
-            ("INTERNAL_HOST_OAUTH_ISSUER", backend.url.as_str()),
-            ("INTERNAL_HOST_OAUTH_CLIENT_ID", "internal-host"),
-            (
-                "INTERNAL_HOST_OAUTH_CLIENT_SECRET_FILE",
-                text_of(&secrets.client_secret_file),
-            ),
-            ("INTERNAL_HOST_LLM_PROVIDER", "openai-compatible"),
-            ("INTERNAL_HOST_LLM_BASE_URL", model_url),
-            ("INTERNAL_HOST_LLM_MODEL", SCRIPTED_MODEL_NAME),
-            ("INTERNAL_HOST_SKILLS", "false"),
-            ("RUST_LOG", "warn"),
-        ],
-    );
+    let mut environment = vec![
+        ("INTERNAL_HOST_DATABASE_URL", database_url.as_str()),
+        ("INTERNAL_HOST_INTERNAL_MCP_URL", internal_mcp.url.as_str()),
+        (
+            "INTERNAL_MCP_SIGNING_KEY_FILE",
+            text_of(&secrets.signing_key_file),
+        ),
+        ("INTERNAL_HOST_LISTEN", listen),
+        ("INTERNAL_HOST_PUBLIC_URL", public_url.as_str()),
+        ("INTERNAL_HOST_OAUTH_ISSUER", backend.url.as_str()),
+        ("INTERNAL_HOST_OAUTH_CLIENT_ID", "internal-host"),
+        (
+            "INTERNAL_HOST_OAUTH_CLIENT_SECRET_FILE",
+            text_of(&secrets.client_secret_file),
+        ),
+        ("INTERNAL_HOST_LLM_PROVIDER", "openai-compatible"),
+        ("INTERNAL_HOST_LLM_BASE_URL", model_url),
+        ("INTERNAL_HOST_LLM_MODEL", SCRIPTED_MODEL_NAME),
+        ("INTERNAL_HOST_SKILLS", "false"),
+        ("RUST_LOG", "warn"),
+    ];
+    environment.extend_from_slice(extra);
+    let process = spawn(&binary("internal-host"), &["serve"], &environment);
     wait_until_ready(&format!("{public_url}/healthz"), Duration::from_secs(60))
         .await
         .expect("internal-host starts");
@@ -297,17 +297,55 @@ async fn assert_first_turn_shown(browser: &Browser, sql: &str, story: &Story, an
     );
 }
 
+/// The backend (with internal-host's client registered), internal-mcp, and where the host will
+/// listen; the seed's acme story and its incident.
+struct Stack {
+    host_listen: String,
+    host_url: String,
+    secrets: Secrets,
+    backend: Backend,
+    internal_mcp: InternalMcp,
+    story: Story,
+    reference: String,
+    number: i64,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let host_listen = format!("127.0.0.1:{}", free_port());
+        let host_url = format!("http://{host_listen}");
+        let secrets = Secrets::write(&host_url);
+        let backend =
+            Backend::start_with(&["--oauth-clients-file", text_of(&secrets.clients_file)]).await;
+        let internal_mcp = InternalMcp::start(&backend).await;
+        let story = acme_story();
+        let (reference, number) = story_incident(&backend, &story).await;
+        Self {
+            host_listen,
+            host_url,
+            secrets,
+            backend,
+            internal_mcp,
+            story,
+            reference,
+            number,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_turn() {
     let started = Instant::now();
-    let host_listen = format!("127.0.0.1:{}", free_port());
-    let host_url = format!("http://{host_listen}");
-    let secrets = Secrets::write(&host_url);
-    let backend =
-        Backend::start_with(&["--oauth-clients-file", text_of(&secrets.clients_file)]).await;
-    let internal_mcp = InternalMcp::start(&backend).await;
-    let story = acme_story();
-    let (reference, number) = story_incident(&backend, &story).await;
+    let Stack {
+        host_listen,
+        host_url,
+        secrets,
+        backend,
+        internal_mcp,
+        story,
+        reference,
+        number,
+    } = Stack::start().await;
     let sql = error_rate_sql(&story);
     let answer = format!(
         "The deploy of {} {} caused {reference}: the error rate rose three minutes after it \
@@ -337,6 +375,7 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
         &secrets,
         &host_listen,
         &model.url(),
+        &[],
     )
     .await;
     println!("services up in {:?}", started.elapsed());
@@ -511,4 +550,158 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
     assert_eq!(model.replies_left(), 0, "the whole script was played");
     browser.close().await.unwrap();
     println!("whole browser test: {:?}", started.elapsed());
+}
+
+/// The investigation's status, as the host's table holds it.
+async fn investigation_status(backend: &Backend, reference: &str) -> Option<(String, i32)> {
+    sqlx::query_as(
+        "SELECT status, mcp_calls FROM internal_host.investigations WHERE incident_reference = $1",
+    )
+    .bind(reference)
+    .fetch_optional(&backend.database.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_person_reads_the_investigation_of_an_incident_and_continues_it_in_a_chat() {
+    let started = Instant::now();
+    let Stack {
+        host_listen,
+        host_url,
+        secrets,
+        backend,
+        internal_mcp,
+        story,
+        reference,
+        ..
+    } = Stack::start().await;
+    let reply = "The rollback is complete: the error rate is back at its baseline.";
+    let model = ScriptedModel::openai(vec![Reply::text(reply)]).await;
+    // AgenticOps as acme's service user, from just before the seeded story's incident.
+    let (agent, opened_at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT u.organization_id || ':' || u.id, i.opened_at
+           FROM users u JOIN organizations o ON o.id = u.organization_id
+           JOIN incidents i ON i.organization_id = o.id
+          WHERE o.slug = 'acme' AND u.email LIKE 'assistant@%' AND i.title = $1",
+    )
+    .bind(story.incident_title)
+    .fetch_one(&backend.database.pool)
+    .await
+    .unwrap();
+    let since = (opened_at - chrono::Duration::minutes(1)).to_rfc3339();
+    let _host = start_internal_host(
+        &backend,
+        &internal_mcp,
+        &secrets,
+        &host_listen,
+        &model.url(),
+        &[
+            ("INTERNAL_HOST_AGENTS", agent.as_str()),
+            ("INTERNAL_HOST_INVESTIGATE_SINCE", since.as_str()),
+            // The model's layer is tested in internal-host's investigations tests; here the
+            // scripted model's one reply is for the chat.
+            ("INTERNAL_HOST_INVESTIGATION_SYNTHESIS", "false"),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mcp_calls = loop {
+        match investigation_status(&backend, &reference).await {
+            Some((status, calls)) if status == "completed" => break calls,
+            Some((status, _)) if status == "failed" => panic!("the investigation failed"),
+            _ if Instant::now() > deadline => panic!("no investigation of {reference} completed"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    println!(
+        "services up and {reference} investigated in {:?}",
+        started.elapsed()
+    );
+
+    let browser = Browser::start().await.expect("headless Chromium starts");
+    sign_in(&browser, &host_url).await;
+    browser
+        .click_when_ready("#investigations-link", AGENT_WAIT)
+        .await
+        .unwrap();
+    browser.find("table#investigations").await.unwrap();
+    let link = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('table#investigations a'))
+                 .find(a => a.textContent.trim() === arguments[0]).getAttribute('href');",
+            vec![json!(reference)],
+        )
+        .await
+        .unwrap();
+    let link = link
+        .as_str()
+        .unwrap_or_else(|| panic!("no row for {reference}: {link}"));
+    browser
+        .click_when_ready(&format!("a[href='{link}']"), AGENT_WAIT)
+        .await
+        .unwrap();
+    browser.find("#report").await.unwrap();
+    let cause = browser
+        .find("#suspected-cause")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        cause.contains(story.service) && cause.contains(story.bad_version),
+        "the report names the seeded bad deploy: {cause}"
+    );
+    let charts = browser.find_all("figure#key-metric svg").await.unwrap();
+    assert_eq!(charts.len(), 1, "the key metric is drawn");
+    let steps = browser.find_all("details.trace").await.unwrap().len();
+    assert_eq!(steps as i32, mcp_calls, "every recorded MCP call is listed");
+    let cited = contents(&browser, "#report a.cite").await;
+    assert!(!cited.is_empty(), "claims cite their steps");
+    for citation in &cited {
+        let id = citation.trim_matches(['[', ']']);
+        assert_eq!(
+            browser
+                .find_all(&format!("#step-{id}"))
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "citation {citation} points at a step"
+        );
+    }
+
+    // Continue in a chat: the report comes along, the model answers.
+    browser
+        .find("textarea#question")
+        .await
+        .unwrap()
+        .send_keys("Is the rollback complete?")
+        .await
+        .unwrap();
+    browser
+        .click_when_ready("#continue-in-chat", AGENT_WAIT)
+        .await
+        .unwrap();
+    browser
+        .wait_for("article.turn.status-completed", AGENT_WAIT)
+        .await
+        .unwrap();
+    browser.wait_for_text(reply, AGENT_WAIT).await.unwrap();
+    let turns = browser.find("#turns").await.unwrap().text().await.unwrap();
+    assert!(
+        turns.contains(&reference) && turns.contains("Is the rollback complete?"),
+        "{turns}"
+    );
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .starts_with(&format!("{host_url}/conversations/"))
+    );
+    assert_eq!(model.replies_left(), 0);
+    browser.close().await.unwrap();
+    println!("whole investigation browser test: {:?}", started.elapsed());
 }

@@ -22,7 +22,7 @@ pub mod prompts;
 mod schema;
 mod text;
 pub mod tools;
-mod trace;
+pub(crate) mod trace;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -10,6 +10,9 @@
 //!   minted per run.
 //! - `report` turns the findings into a deterministic report whose every claim cites the steps it
 //!   rests on (a claim without a citation is dropped by code).
+//! - `synthesis`, when a model is configured: the model reads the steps, may make a few more
+//!   read-only calls (recorded steps too), and adds claims, kept only when they cite recorded
+//!   steps; within per-run and daily budgets, falling back to the playbook's report.
 //! - `annotate` posts the report to the incident's timeline with `annotate_incident`, the one
 //!   privileged operation the worker may confirm itself (by policy), exactly once per incident.
 //! - `worker` is the loop tying them together: [`Worker::run`] and [`run_worker`].
@@ -20,6 +23,7 @@ mod discovery;
 mod playbook;
 mod report;
 mod store;
+mod synthesis;
 mod views;
 mod worker;
 
@@ -32,7 +36,9 @@ use crate::credentials::ActingUser;
 use crate::error::Error;
 
 pub use annotate::confirmation_token;
+pub use playbook::CHART_STEP;
 pub use report::{Claim, Report, SuspectedCause, WindowSummary};
+pub use synthesis::SynthesisConfig;
 pub use views::{
     InvestigationDetail, InvestigationSummary, RecordedStep, investigation, list_investigations,
 };
@@ -78,6 +84,8 @@ pub struct InvestigationConfig {
     pub pause_between_calls: Duration,
     /// At most this many of an incident's services get their own anomaly and SLO steps.
     pub max_services_per_run: usize,
+    /// The model's layer of the report; `None`: the playbook's report alone.
+    pub synthesis: Option<SynthesisConfig>,
 }
 
 /// Rate limits and budget, per organisation.
@@ -113,6 +121,7 @@ impl InvestigationConfig {
             self_confirm_annotations: true,
             pause_between_calls: Duration::ZERO,
             max_services_per_run: 3,
+            synthesis: None,
         }
     }
 
@@ -143,6 +152,14 @@ impl InvestigationConfig {
         }
         if !(1..=10).contains(&self.max_services_per_run) {
             return refuse("services per run must be between 1 and 10");
+        }
+        if let Some(synthesis) = &self.synthesis
+            && (synthesis.max_model_calls == 0
+                || synthesis.max_output_tokens == 0
+                || synthesis.time_limit.is_zero()
+                || synthesis.daily_model_calls_per_organization == 0)
+        {
+            return refuse("the model's budgets must be at least 1");
         }
         Ok(())
     }

@@ -350,6 +350,19 @@ pub(crate) async fn run(
             .push((step.id, "correlate_incident".into(), message)),
     }
 
+    if let Some((service, metric)) = key_metric(&findings, &services) {
+        // The key metric around the incident, in 5-minute buckets: what the page draws.
+        let step = recorder
+            .call(
+                session,
+                CHART_STEP,
+                "run_select",
+                json!({"sql": key_metric_sql(&service, &metric, since, until)}),
+            )
+            .await?;
+        findings.step_ids.push(step.id);
+    }
+
     let step = recorder
         .call(
             session,
@@ -382,6 +395,72 @@ pub(crate) async fn run(
         }
     }
     Ok(findings)
+}
+
+/// The name of the step whose result is the chart of the key metric.
+pub const CHART_STEP: &str = "key_metric";
+
+/// The metric to draw: the strongest change the correlation saw, else the strongest anomaly
+/// window, else the error rate of the incident's first service.
+fn key_metric(findings: &Findings, services: &[String]) -> Option<(String, String)> {
+    let strongest = |windows: &mut dyn Iterator<Item = &AnomalyWindow>| {
+        windows
+            .max_by(|a, b| a.peak_z.abs().total_cmp(&b.peak_z.abs()))
+            .map(|window| (window.service.clone(), window.metric.clone()))
+    };
+    findings
+        .correlation
+        .as_ref()
+        .and_then(|(_, correlation)| strongest(&mut correlation.metric_changes.iter()))
+        .or_else(|| {
+            strongest(
+                &mut findings
+                    .anomalies
+                    .iter()
+                    .flat_map(|(_, report)| report.windows.iter()),
+            )
+        })
+        .or_else(|| {
+            services
+                .first()
+                .map(|service| (service.clone(), "error_rate".to_owned()))
+        })
+}
+
+/// A `run_select` for `metric` of `service` between `since` and `until`, averaged per 5 minutes.
+/// The names are written as SQL literals (quotes doubled); the reader's row-level security keeps
+/// the query to the organisation whatever they hold.
+fn key_metric_sql(
+    service: &str,
+    metric: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> String {
+    let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    format!(
+        "SELECT date_bin('5 minutes', s.ts, TIMESTAMPTZ '2000-01-01') AS at, avg(s.value) AS {column}\n\
+         FROM metric_samples s\n\
+         JOIN metric_series m ON m.id = s.series_id\n\
+         JOIN services v ON v.id = m.service_id\n\
+         WHERE v.name = {service} AND m.name = {metric}\n\
+           AND s.ts >= {since} AND s.ts < {until}\n\
+         GROUP BY 1 ORDER BY 1",
+        column = chart_column(metric),
+        service = literal(service),
+        metric = literal(metric),
+        since = literal(&since.to_rfc3339()),
+        until = literal(&until.to_rfc3339()),
+    )
+}
+
+/// `metric` as a column alias: metric names are `[a-z][a-z0-9_]*`, anything else is `value`.
+fn chart_column(metric: &str) -> &str {
+    let plain = metric.len() <= 63
+        && metric.starts_with(|first: char| first.is_ascii_lowercase())
+        && metric.chars().all(|character| {
+            character.is_ascii_lowercase() || character.is_ascii_digit() || character == '_'
+        });
+    if plain { metric } else { "value" }
 }
 
 /// The structured result of a successful step, or why there is none.
@@ -442,4 +521,22 @@ fn summarize(tool: &str, structured: Option<&Value>, text: &str) -> String {
 /// `text` cut to `max` characters.
 pub(crate) fn cap(text: &str, max: usize) -> String {
     crate::mcp::cap_text(text, max).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_metric_query_quotes_what_it_is_given() {
+        let at = DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let sql = key_metric_sql("checkout-api", "error_rate", at, at);
+        assert!(sql.contains("AS error_rate"), "{sql}");
+        assert!(sql.contains("v.name = 'checkout-api'"), "{sql}");
+        let hostile = key_metric_sql("x' OR true --", "a; DROP TABLE x", at, at);
+        assert!(hostile.contains("v.name = 'x'' OR true --'"), "{hostile}");
+        assert!(hostile.contains("AS value"), "{hostile}");
+    }
 }

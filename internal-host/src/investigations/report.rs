@@ -26,7 +26,7 @@ pub const FOLLOWS_WITHIN_MINUTES: i64 = 60;
 pub struct Report {
     pub incident: String,
     pub title: String,
-    /// `playbook` (no model).
+    /// `playbook`, or `playbook + <model>` once the model's cited claims are in.
     pub generated_by: String,
     pub what_is_going_on: Vec<Claim>,
     pub suspected_cause: Option<SuspectedCause>,
@@ -37,6 +37,9 @@ pub struct Report {
     pub next_steps: Vec<Claim>,
     /// Claims dropped because they cited no recorded step.
     pub dropped_claims: usize,
+    /// What the model added, or why it added nothing; `None` without a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthesis: Option<String>,
 }
 
 /// A statement and the ids of the recorded steps it rests on.
@@ -458,6 +461,7 @@ pub(crate) fn build(findings: &Findings) -> Report {
         ruled_out,
         next_steps,
         dropped_claims: builder.dropped(),
+        synthesis: None,
     }
 }
 
@@ -468,7 +472,12 @@ pub fn note(report: &Report, investigation_id: Uuid, max_chars: usize) -> String
         let steps: Vec<String> = claim.cites.iter().map(i64::to_string).collect();
         format!("{} [step {}]", claim.text, steps.join(", "))
     };
-    let mut text = String::from("**AgenticOps investigation** (playbook, no model)\n\n");
+    let by = if report.generated_by == "playbook" {
+        "playbook, no model"
+    } else {
+        report.generated_by.as_str()
+    };
+    let mut text = format!("**AgenticOps investigation** ({by})\n\n");
     for claim in &report.what_is_going_on {
         text.push_str(&format!("- {}\n", cite(claim)));
     }

@@ -367,6 +367,73 @@ pub(crate) async fn record_step(
     Ok(step_id)
 }
 
+/// A recorded step as the model reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct StepText {
+    pub id: i64,
+    pub name: String,
+    pub tool: String,
+    pub status: String,
+    pub summary: String,
+    pub result: Option<serde_json::Value>,
+}
+
+/// The steps this attempt recorded, in order.
+pub(crate) async fn steps_of_attempt(
+    pool: &PgPool,
+    investigation: &ClaimedInvestigation,
+) -> Result<Vec<StepText>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, tool, status, summary, result FROM investigation_steps
+          WHERE investigation_id = $1 AND attempt = $2 ORDER BY id",
+    )
+    .bind(investigation.id)
+    .bind(investigation.attempts)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Counts one model call against the organisation's daily model budget; false (nothing counted)
+/// when today's calls or tokens already reached their limit.
+pub(crate) async fn reserve_model_call(
+    pool: &PgPool,
+    organization_id: Uuid,
+    max_calls: u32,
+    max_tokens: u64,
+) -> Result<bool, Error> {
+    let counted: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO investigation_budgets (organization_id, day, model_calls)
+         VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 1)
+         ON CONFLICT (organization_id, day) DO UPDATE
+            SET model_calls = investigation_budgets.model_calls + 1
+          WHERE investigation_budgets.model_calls < $2 AND investigation_budgets.model_tokens < $3
+         RETURNING model_calls",
+    )
+    .bind(organization_id)
+    .bind(i32::try_from(max_calls).unwrap_or(i32::MAX))
+    .bind(i64::try_from(max_tokens).unwrap_or(i64::MAX))
+    .fetch_optional(pool)
+    .await?;
+    Ok(counted.is_some())
+}
+
+/// Adds the tokens of a model call to the organisation's count for today.
+pub(crate) async fn add_model_tokens(
+    pool: &PgPool,
+    organization_id: Uuid,
+    tokens: u64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE investigation_budgets SET model_tokens = model_tokens + $2
+          WHERE organization_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date",
+    )
+    .bind(organization_id)
+    .bind(i64::try_from(tokens).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Records where the timeline note stands; false when this worker no longer holds the lease.
 pub(crate) async fn set_note_status(
     connection: &mut sqlx::PgConnection,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::annotate::{self, NoteOutcome};
 use super::playbook::{self, Recorder, RunError};
 use super::store::{self, Claim, ClaimedInvestigation};
-use super::{AgentIdentity, InvestigationConfig, discovery, report};
+use super::{AgentIdentity, InvestigationConfig, discovery, report, synthesis};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::mcp::McpConnector;
@@ -218,7 +218,11 @@ impl Worker {
         let result = async {
             let findings =
                 playbook::run(&recorder, &session, self.config.max_services_per_run).await?;
-            let report = report::build(&findings);
+            let mut report = report::build(&findings);
+            if let Some(synthesis) = &self.config.synthesis {
+                report =
+                    synthesis::synthesize(synthesis, &recorder, &session, &findings, report).await?;
+            }
             let note = report::note(&report, investigation.id, MAX_NOTE_CHARACTERS);
             let posted = annotate::post(
                 &self.pool,

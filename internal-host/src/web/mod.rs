@@ -1,6 +1,7 @@
 //! The assistant's web side: sign-in pages, the conversation list and chat pages (readable without
 //! JavaScript), the forms that ask, stop and answer approvals (each POST carries the session's
-//! CSRF token), the server-sent event stream of a conversation, and the two static files.
+//! CSRF token), the server-sent event stream of a conversation, the Investigations pages
+//! (AgenticOps), and the two static files.
 //!
 //! Every response gets a strict Content-Security-Policy (scripts and styles only from this host,
 //! nothing framed) and `Cache-Control: no-store`.
@@ -9,6 +10,7 @@ mod auth;
 pub mod chart;
 mod error;
 mod extract;
+mod investigations;
 pub mod markdown;
 mod pages;
 mod sse;
@@ -48,6 +50,15 @@ pub(crate) fn routes(state: AppState) -> Router {
             post(pages::decide),
         )
         .route("/conversations/{conversation_id}/events", get(sse::events))
+        .route("/investigations", get(investigations::list))
+        .route(
+            "/investigations/{investigation_id}",
+            get(investigations::detail),
+        )
+        .route(
+            "/investigations/{investigation_id}/chat",
+            post(investigations::continue_in_chat),
+        )
         .route("/auth/sign-in", get(auth::sign_in))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/sign-out", post(auth::sign_out))

@@ -74,7 +74,7 @@ struct ChatPage {
 }
 
 impl Header {
-    fn of(session: &Session) -> Self {
+    pub(crate) fn of(session: &Session) -> Self {
         Self {
             user_name: session.user_name.clone(),
             email: session.email.clone(),
@@ -295,7 +295,7 @@ pub(crate) async fn decide(
     Ok(see_other(&format!("/conversations/{conversation_id}")))
 }
 
-async fn listed(
+pub(crate) async fn listed(
     state: &AppState,
     session: &Session,
     current: Option<Uuid>,

@@ -11,13 +11,16 @@ use demo_backend::domain::incidents::NewIncident;
 use demo_backend::domain::kinds::Severity;
 use demo_backend::seed::{self, SeedOptions};
 use internal_host::AppState;
-use internal_host::investigations::{self, AgentIdentity, InvestigationConfig, run_worker};
+use internal_host::investigations::{
+    self, AgentIdentity, InvestigationConfig, SynthesisConfig, run_worker,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use test_harness::TestDatabase;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::scripted_model::{Reply, ScriptedModel};
 use crate::support::{
     HOST_PASSWORD, give_the_reader_a_login, host_config, seeded_database, spawn_internal_mcp, user,
 };
@@ -61,6 +64,14 @@ async fn live_seeded_database() -> (TestDatabase, SeedOptions) {
     .await;
     give_the_reader_a_login().await;
     (database, options)
+}
+
+/// acme's story (its bad deploy and spike) in the data `options` generate.
+fn acme_story(options: &SeedOptions) -> seed::Story {
+    seed::stories(options)
+        .into_iter()
+        .find(|story| story.organization_slug == "acme")
+        .expect("acme's story")
 }
 
 /// Each organisation's service user, as an operator would configure them.
@@ -244,10 +255,7 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     )
     .await;
 
-    let story = seed::stories(&options)
-        .into_iter()
-        .find(|story| story.organization_slug == "acme")
-        .expect("acme's story");
+    let story = acme_story(&options);
     let opened = Instant::now();
     let incident_id = open_incident(pool, "acme", story.service, "Checkout errors right now").await;
     let deadline = Instant::now() + PATIENCE;
@@ -807,4 +815,184 @@ async fn a_worker_stopped_mid_run_hands_the_investigation_back_at_once() {
     assert_eq!(done.status, "completed", "{done:?}");
     assert_eq!(agent_notes(pool, incident_id).await.len(), 1);
     next.abort();
+}
+
+/// Waits for the investigation of `incident_id` to finish.
+async fn finished(pool: &PgPool, incident_id: Uuid) -> Investigation {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found = stored_investigations(pool)
+            .await
+            .into_iter()
+            .find(|investigation| investigation.incident_id == incident_id)
+            .filter(|found| found.status == "completed" || found.status == "failed");
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no finished investigation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_model_adds_only_cited_claims_and_its_own_tool_call_is_a_recorded_step() {
+    let (database, options) = live_seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let story = acme_story(&options);
+    // The run's first step (the incident) is step 1 of this fresh database: the model cites it,
+    // a step that does not exist, and nothing.
+    let draft = serde_json::json!({
+        "what_is_going_on": [{"text": "Checkout broke with the last deploy (model).", "cites": [1]}],
+        "evidence": [
+            {"text": "An uncited guess (model).", "cites": []},
+            {"text": "A claim on a step that does not exist (model).", "cites": [999_999]},
+        ],
+        "next_steps": [{"text": "Compare the deploy counts (model).", "cites": ["step 1"]}],
+    });
+    let model = ScriptedModel::openai(vec![
+        Reply::tool_call(
+            "run_select",
+            serde_json::json!({"sql": "SELECT count(*) AS deploys FROM deployments"}),
+        ),
+        Reply::text(format!("Here is the report:\n```json\n{draft}\n```")),
+    ])
+    .await;
+    let mut config = worker_config(agents(pool, &["acme"]).await, "synthesis");
+    config.discover_since = Some(Utc::now());
+    config.synthesis = Some(SynthesisConfig::new(model.provider()));
+    let _worker = spawn_worker(&database, &url, config).await;
+    let incident_id =
+        open_incident(pool, "acme", story.service, "Checkout errors, with a model").await;
+    let investigation = finished(pool, incident_id).await;
+    assert_eq!(investigation.status, "completed", "{investigation:?}");
+    let report = investigation.report.as_ref().expect("a report");
+
+    let first_step: Uuid = sqlx::query_scalar(
+        "SELECT investigation_id FROM internal_host.investigation_steps WHERE id = 1",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("step 1");
+    assert_eq!(first_step, investigation.id, "step 1 is this run's first");
+    assert!(
+        report["generated_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("playbook + "),
+        "{report}"
+    );
+    assert_eq!(
+        report["what_is_going_on"],
+        serde_json::json!([{"text": "Checkout broke with the last deploy (model).", "cites": [1]}]),
+        "the model's cited claim replaces the playbook's summary"
+    );
+    let texts = |section: &str| -> Vec<String> {
+        report[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|claim| claim["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(texts("next_steps").contains(&"Compare the deploy counts (model).".to_owned()));
+    assert!(
+        !texts("evidence")
+            .iter()
+            .any(|text| text.contains("(model)")),
+        "uncited claims are dropped by code: {report}"
+    );
+    assert!(report["dropped_claims"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(
+        report["suspected_cause"]["version"], story.bad_version,
+        "the cause stays the playbook's"
+    );
+    assert!(
+        report["synthesis"]
+            .as_str()
+            .unwrap()
+            .contains("2 model call(s), 1 tool call(s)"),
+        "{report}"
+    );
+
+    // The model's query is a recorded step, and the model read its id back.
+    let (step_id, status): (i64, String) = sqlx::query_as(
+        "SELECT id, status FROM internal_host.investigation_steps
+          WHERE investigation_id = $1 AND name = 'synthesis:run_select'",
+    )
+    .bind(investigation.id)
+    .fetch_one(pool)
+    .await
+    .expect("the model's step");
+    assert_eq!(status, "ok");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    let offered: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|tool| tool["function"]["name"].as_str())
+        .collect();
+    assert!(offered.contains(&"run_select"), "{offered:?}");
+    for privileged in [
+        "annotate_incident",
+        "transition_incident",
+        "silence_monitor",
+    ] {
+        assert!(
+            !offered.contains(&privileged),
+            "only read-only tools: {offered:?}"
+        );
+    }
+    assert!(
+        requests[1].raw_body.contains(&format!("[step {step_id}]")),
+        "the tool result names its step"
+    );
+    let spent: i32 = sqlx::query_scalar(
+        "SELECT model_calls FROM internal_host.investigation_budgets WHERE organization_id = $1",
+    )
+    .bind(agents(pool, &["acme"]).await[0].organization_id)
+    .fetch_one(pool)
+    .await
+    .expect("the budget row");
+    assert_eq!(spent, 2, "both model calls count against the daily budget");
+    let notes = agent_notes(pool, incident_id).await;
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].contains("playbook + "), "{}", notes[0]);
+}
+
+#[tokio::test]
+async fn a_garbled_answer_or_a_spent_model_budget_leaves_the_playbooks_report() {
+    let (database, options) = live_seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let story = acme_story(&options);
+    // A daily budget of one model call, spent by the first investigation's garbled answer; the
+    // second finds the budget spent.
+    let model = ScriptedModel::openai(vec![Reply::text("I think it was the deploy.")]).await;
+    let mut config = worker_config(agents(pool, &["acme"]).await, "budget");
+    config.discover_since = Some(Utc::now());
+    let mut synthesis = SynthesisConfig::new(model.provider());
+    synthesis.daily_model_calls_per_organization = 1;
+    config.synthesis = Some(synthesis);
+    let _worker = spawn_worker(&database, &url, config).await;
+    let mut reasons = Vec::new();
+    for title in [
+        "Checkout errors, garbled model",
+        "Checkout errors, no budget left",
+    ] {
+        let incident_id = open_incident(pool, "acme", story.service, title).await;
+        let investigation = finished(pool, incident_id).await;
+        assert_eq!(investigation.status, "completed", "{investigation:?}");
+        let report = investigation.report.expect("a report");
+        assert_eq!(report["generated_by"], "playbook", "{report}");
+        assert_eq!(report["suspected_cause"]["version"], story.bad_version);
+        reasons.push(report["synthesis"].as_str().unwrap().to_owned());
+    }
+    assert!(reasons[0].contains("held no JSON object"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("daily model budget is spent"),
+        "{reasons:?}"
+    );
+    assert_eq!(model.requests().len(), 1, "no call past the budget");
 }

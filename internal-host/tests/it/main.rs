@@ -10,5 +10,6 @@ mod mcp;
 mod scripted_model;
 mod support;
 mod web;
+mod web_investigations;
 mod web_sse;
 mod web_support;

@@ -1,0 +1,5 @@
+-- The model's share of an organisation's daily AgenticOps budget: the calls and tokens that
+-- investigations' synthesis spent that UTC day (see investigations::synthesis).
+ALTER TABLE investigation_budgets
+    ADD COLUMN model_calls integer NOT NULL DEFAULT 0,
+    ADD COLUMN model_tokens bigint NOT NULL DEFAULT 0;

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use super::playbook::{Findings, Recorder, RunError};
 use super::report::{Claim, Report, ReportBuilder};
 use super::store;
-use crate::llm::{Message, Provider, Request, StreamEvent, ToolCall, ToolSpec};
+use crate::llm::{LlmError, Message, Provider, Request, StreamEvent, ToolCall, ToolSpec};
 use crate::mcp::McpSession;
 
 /// At most this many claims per section are taken from the model.
@@ -91,17 +91,22 @@ struct Spent {
 /// Why the model's part ended without a draft.
 enum Stop {
     LeaseLost,
+    /// The model server could not be reached or failed: worth another attempt later.
+    ModelDown(String),
     GaveUp(String),
 }
 
 /// The report with the model's claims merged in, or the playbook's report with the reason the
-/// model added nothing. Only a lost lease ends the attempt.
+/// model added nothing. A lost lease ends the attempt; so does a model server that is down or
+/// failing while `last_attempt` is false (the run is retried later, with backoff). On the last
+/// attempt the playbook's report stands.
 pub(crate) async fn synthesize(
     config: &SynthesisConfig,
     recorder: &Recorder<'_>,
     session: &McpSession,
     findings: &Findings,
     mut report: Report,
+    last_attempt: bool,
 ) -> Result<Report, RunError> {
     let model = config.provider.model().name.clone();
     let mut spent = Spent::default();
@@ -121,9 +126,20 @@ pub(crate) async fn synthesize(
     let draft = match outcome {
         Ok(Ok(draft)) => draft,
         Ok(Err(Stop::LeaseLost)) => return Err(RunError::LeaseLost),
-        Ok(Err(Stop::GaveUp(reason))) => {
+        Ok(Err(Stop::ModelDown(reason))) if !last_attempt => {
+            return Err(RunError::Retryable(format!(
+                "the model {model} is unavailable: {reason}"
+            )));
+        }
+        Ok(Err(Stop::GaveUp(reason) | Stop::ModelDown(reason))) => {
             report.synthesis = Some(format!("{model} added nothing: {reason}"));
             return Ok(report);
+        }
+        Err(_) if !last_attempt => {
+            return Err(RunError::Retryable(format!(
+                "the model {model} took longer than {} s",
+                config.time_limit.as_secs()
+            )));
         }
         Err(_) => {
             report.synthesis = Some(format!(
@@ -285,7 +301,14 @@ async fn call_model(
     let mut stream = provider.stream(request);
     let (mut text, mut calls, mut tokens) = (String::new(), Vec::new(), 0);
     while let Some(event) = stream.next().await {
-        match event.map_err(|error| Stop::GaveUp(error.to_string()))? {
+        let event = event.map_err(|error| match error {
+            LlmError::Unreachable(_) | LlmError::Idle(_) => Stop::ModelDown(error.to_string()),
+            LlmError::Status { status, .. } if status == 429 || status >= 500 => {
+                Stop::ModelDown(error.to_string())
+            }
+            other => Stop::GaveUp(other.to_string()),
+        })?;
+        match event {
             StreamEvent::TextDelta(delta) => text.push_str(&delta),
             StreamEvent::ToolCall(call) => calls.push(call),
             StreamEvent::Usage(usage) => tokens = usage.input_tokens + usage.output_tokens,

@@ -220,8 +220,17 @@ impl Worker {
                 playbook::run(&recorder, &session, self.config.max_services_per_run).await?;
             let mut report = report::build(&findings);
             if let Some(synthesis) = &self.config.synthesis {
-                report =
-                    synthesis::synthesize(synthesis, &recorder, &session, &findings, report).await?;
+                let last_attempt =
+                    u32::try_from(investigation.attempts).unwrap_or(u32::MAX) >= self.config.max_attempts;
+                report = synthesis::synthesize(
+                    synthesis,
+                    &recorder,
+                    &session,
+                    &findings,
+                    report,
+                    last_attempt,
+                )
+                .await?;
             }
             let note = report::note(&report, investigation.id, MAX_NOTE_CHARACTERS);
             let posted = annotate::post(

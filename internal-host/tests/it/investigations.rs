@@ -6,9 +6,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use demo_backend::domain::Tenant;
-use demo_backend::domain::incidents::NewIncident;
-use demo_backend::domain::kinds::Severity;
 use demo_backend::seed::{self, SeedOptions};
 use internal_host::AppState;
 use internal_host::investigations::{
@@ -22,7 +19,7 @@ use uuid::Uuid;
 
 use crate::scripted_model::{Reply, ScriptedModel};
 use crate::support::{
-    HOST_PASSWORD, give_the_reader_a_login, host_config, seeded_database, spawn_internal_mcp, user,
+    ProductApi, host_config, open_incident, seeded_database, seeded_with, spawn_internal_mcp,
 };
 
 /// How long a test waits for the workers before it gives up (a deadline, not a measurement).
@@ -49,21 +46,21 @@ async fn live_seeded_database() -> (TestDatabase, SeedOptions) {
         days: 1,
         ..SeedOptions::new(until)
     };
-    let prepared = options;
-    let database = test_harness::database("internal-host-live-seeded", async move |pool| {
-        demo_backend::MIGRATOR
-            .run(pool)
-            .await
-            .map_err(anyhow::Error::from)?;
-        seed::seed(pool, &prepared).await?;
-        sqlx::raw_sql(&internal_host::database::bootstrap_sql(HOST_PASSWORD)?)
-            .execute(pool)
-            .await?;
-        anyhow::Ok(())
-    })
-    .await;
-    give_the_reader_a_login().await;
+    let database = seeded_with("internal-host-live-seeded", options).await;
     (database, options)
+}
+
+/// Moves the seed's incidents opened from 5 minutes ago on (the live seed runs some hours into
+/// the future) a day back, so that a worker discovering from now sees only the incidents the
+/// test opens.
+async fn only_new_incidents_ahead(pool: &PgPool) {
+    sqlx::query(
+        "UPDATE incidents SET opened_at = opened_at - interval '2 days'
+          WHERE opened_at > now() - interval '5 minutes'",
+    )
+    .execute(pool)
+    .await
+    .expect("the seed's recent incidents moved back");
 }
 
 /// acme's story (its bad deploy and spike) in the data `options` generate.
@@ -216,33 +213,6 @@ async fn assert_claims_cite_recorded_steps(pool: &PgPool, investigation: &Invest
     }
 }
 
-async fn open_incident(pool: &PgPool, slug: &str, service: &str, title: &str) -> Uuid {
-    let marcus = user(pool, slug, "marcus").await;
-    let service_id: Uuid =
-        sqlx::query_scalar("SELECT id FROM services WHERE organization_id = $1 AND name = $2")
-            .bind(marcus.organization_id)
-            .bind(service)
-            .fetch_one(pool)
-            .await
-            .expect("the service");
-    let tenant = Tenant::new(pool.clone(), marcus.organization_id, marcus.user_id);
-    let created = tenant
-        .create_incident(
-            &NewIncident {
-                title: title.to_owned(),
-                severity: Severity::High,
-                summary: String::new(),
-                service_ids: vec![service_id],
-                alert_ids: Vec::new(),
-                commander_id: None,
-            },
-            None,
-        )
-        .await
-        .expect("the incident opens");
-    created.resource.incident.id
-}
-
 #[tokio::test]
 async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and_one_note() {
     let (database, options) = live_seeded_database().await;
@@ -256,8 +226,12 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
     .await;
 
     let story = acme_story(&options);
+    // Opened through the REST API, as a person or a host outside the product would.
+    let api = ProductApi::start(pool, "acme", "marcus").await;
     let opened = Instant::now();
-    let incident_id = open_incident(pool, "acme", story.service, "Checkout errors right now").await;
+    let incident_id = api
+        .open_incident(story.service, "Checkout errors right now")
+        .await;
     let deadline = Instant::now() + PATIENCE;
     let investigation = loop {
         let found = stored_investigations(pool)
@@ -304,8 +278,12 @@ async fn an_incident_opened_now_gets_one_investigation_naming_the_bad_deploy_and
 
     // A few more polls see the incident again (the overlap) and change nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let notes = agent_notes(pool, incident_id).await;
-    assert_eq!(notes.len(), 1, "{notes:?}");
+    let notes = api.notes_by(incident_id, seed::SERVICE_USER_HANDLE).await;
+    assert_eq!(
+        notes.len(),
+        1,
+        "one note, read through the REST API: {notes:?}"
+    );
     assert!(notes[0].contains(story.bad_version), "{}", notes[0]);
     assert!(notes[0].contains(&investigation.id.to_string()));
     let again: i64 = sqlx::query_scalar(
@@ -859,6 +837,7 @@ async fn the_model_adds_only_cited_claims_and_its_own_tool_call_is_a_recorded_st
     ])
     .await;
     let mut config = worker_config(agents(pool, &["acme"]).await, "synthesis");
+    only_new_incidents_ahead(pool).await;
     config.discover_since = Some(Utc::now());
     config.synthesis = Some(SynthesisConfig::new(model.provider()));
     let _worker = spawn_worker(&database, &url, config).await;
@@ -971,6 +950,7 @@ async fn a_garbled_answer_or_a_spent_model_budget_leaves_the_playbooks_report() 
     // second finds the budget spent.
     let model = ScriptedModel::openai(vec![Reply::text("I think it was the deploy.")]).await;
     let mut config = worker_config(agents(pool, &["acme"]).await, "budget");
+    only_new_incidents_ahead(pool).await;
     config.discover_since = Some(Utc::now());
     let mut synthesis = SynthesisConfig::new(model.provider());
     synthesis.daily_model_calls_per_organization = 1;
@@ -995,4 +975,33 @@ async fn a_garbled_answer_or_a_spent_model_budget_leaves_the_playbooks_report() 
         "{reasons:?}"
     );
     assert_eq!(model.requests().len(), 1, "no call past the budget");
+}
+
+#[tokio::test]
+async fn a_model_that_is_down_gets_the_run_retried_then_the_playbooks_report_stands() {
+    let (database, options) = live_seeded_database().await;
+    let pool = &database.pool;
+    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let story = acme_story(&options);
+    let down = internal_host::llm::LlmSettings::openai_compatible("http://127.0.0.1:9/v1", "down")
+        .build()
+        .expect("a provider");
+    let mut config = worker_config(agents(pool, &["acme"]).await, "model-down");
+    only_new_incidents_ahead(pool).await;
+    config.discover_since = Some(Utc::now());
+    config.max_attempts = 2;
+    config.synthesis = Some(SynthesisConfig::new(down));
+    let _worker = spawn_worker(&database, &url, config).await;
+    let incident_id =
+        open_incident(pool, "acme", story.service, "Checkout errors, model down").await;
+    let investigation = finished(pool, incident_id).await;
+    assert_eq!(investigation.status, "completed", "{investigation:?}");
+    assert_eq!(investigation.attempts, 2, "the first attempt was retried");
+    let report = investigation.report.as_ref().expect("a report");
+    assert_eq!(report["generated_by"], "playbook");
+    assert_eq!(report["suspected_cause"]["version"], story.bad_version);
+    let synthesis = report["synthesis"].as_str().unwrap();
+    assert!(synthesis.contains("could not be reached"), "{synthesis}");
+    let notes = agent_notes(pool, incident_id).await;
+    assert_eq!(notes.len(), 1, "one note, whatever the retries: {notes:?}");
 }

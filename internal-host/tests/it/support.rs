@@ -5,6 +5,9 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use demo_backend::domain::Tenant;
+use demo_backend::domain::incidents::NewIncident;
+use demo_backend::domain::kinds::Severity;
 use demo_backend::seed::{self, SeedOptions};
 use internal_host::config::{Config, CredentialKey};
 use internal_host::credentials::ActingUser;
@@ -19,21 +22,14 @@ pub const HOST_PASSWORD: &str = "internal-host-test-password";
 const READER_PASSWORD: &str = "internal-host-test-reader";
 const SIGNING_KEY: &[u8] = b"internal-host test signing key, 32+ bytes long";
 
-/// A fresh copy of the seeded database with the host's role and schema, and the reader's login.
-pub async fn seeded_database() -> TestDatabase {
-    let database = test_harness::database("internal-host-seeded", async |pool| {
+/// A fresh copy of a database seeded with `options` (the template `name`, prepared once per
+/// process), with the host's role and schema and the reader's login.
+pub async fn seeded_with(name: &str, options: SeedOptions) -> TestDatabase {
+    let database = test_harness::database(name, async move |pool| {
         demo_backend::MIGRATOR
             .run(pool)
             .await
             .map_err(anyhow::Error::from)?;
-        let options = SeedOptions {
-            days: 1,
-            ..SeedOptions::new(
-                Utc.with_ymd_and_hms(2025, 6, 12, 15, 30, 0)
-                    .single()
-                    .expect("a valid time"),
-            )
-        };
         seed::seed(pool, &options).await?;
         sqlx::query("ANALYZE").execute(pool).await?;
         sqlx::raw_sql(&bootstrap_sql(HOST_PASSWORD)?)
@@ -44,6 +40,19 @@ pub async fn seeded_database() -> TestDatabase {
     .await;
     give_the_reader_a_login().await;
     database
+}
+
+/// A fresh copy of the seeded database with the host's role and schema, and the reader's login.
+pub async fn seeded_database() -> TestDatabase {
+    let options = SeedOptions {
+        days: 1,
+        ..SeedOptions::new(
+            Utc.with_ymd_and_hms(2025, 6, 12, 15, 30, 0)
+                .single()
+                .expect("a valid time"),
+        )
+    };
+    seeded_with("internal-host-seeded", options).await
 }
 
 /// Roles are cluster-wide: once per process.
@@ -132,5 +141,153 @@ pub async fn user(pool: &PgPool, slug: &str, handle: &str) -> ActingUser {
         user_id,
         organization_id,
         role,
+    }
+}
+
+/// Opens an incident on `service` as marcus of `slug`, through the product's domain layer.
+pub async fn open_incident(pool: &PgPool, slug: &str, service: &str, title: &str) -> Uuid {
+    let marcus = user(pool, slug, "marcus").await;
+    let service_id: Uuid =
+        sqlx::query_scalar("SELECT id FROM services WHERE organization_id = $1 AND name = $2")
+            .bind(marcus.organization_id)
+            .bind(service)
+            .fetch_one(pool)
+            .await
+            .expect("the service");
+    let tenant = Tenant::new(pool.clone(), marcus.organization_id, marcus.user_id);
+    let created = tenant
+        .create_incident(
+            &NewIncident {
+                title: title.to_owned(),
+                severity: Severity::High,
+                summary: String::new(),
+                service_ids: vec![service_id],
+                alert_ids: Vec::new(),
+                commander_id: None,
+            },
+            None,
+        )
+        .await
+        .expect("the incident opens");
+    created.resource.incident.id
+}
+
+/// demo-backend's REST API served in process on the test's database, as `handle` of `slug` with
+/// a read-write API token: how a person or a host outside the product opens incidents and reads
+/// their timeline.
+pub struct ProductApi {
+    pub url: String,
+    token: String,
+    organization_slug: String,
+    pool: PgPool,
+    http: reqwest::Client,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl ProductApi {
+    pub async fn start(pool: &PgPool, slug: &str, handle: &str) -> Self {
+        let email: String = sqlx::query_scalar(
+            "SELECT u.email FROM users u JOIN organizations o ON o.id = u.organization_id
+              WHERE o.slug = $1 AND u.email LIKE $2 || '@%'",
+        )
+        .bind(slug)
+        .bind(handle)
+        .fetch_one(pool)
+        .await
+        .expect("the user");
+        let token = demo_backend::domain::tokens::create(
+            pool,
+            demo_backend::domain::tokens::NewToken {
+                organization_slug: slug,
+                user_email: &email,
+                name: "internal-host tests",
+                scopes: &[
+                    demo_backend::domain::kinds::Scope::Read,
+                    demo_backend::domain::kinds::Scope::Write,
+                ],
+                expires_at: None,
+            },
+        )
+        .await
+        .expect("a token");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let limit = demo_backend::http::RateLimit {
+            per_minute: 100_000,
+            burst: 10_000,
+        };
+        let state = demo_backend::http::AppState::new(pool.clone(), limit);
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(demo_backend::http::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            token: token.expose().to_owned(),
+            organization_slug: slug.to_owned(),
+            pool: pool.clone(),
+            http: reqwest::Client::new(),
+            _shutdown: shutdown,
+        }
+    }
+
+    /// `POST /api/v1/incidents` on `service`; the new incident's id.
+    pub async fn open_incident(&self, service: &str, title: &str) -> Uuid {
+        let service_id: Uuid = sqlx::query_scalar(
+            "SELECT s.id FROM services s JOIN organizations o ON o.id = s.organization_id
+              WHERE o.slug = $1 AND s.name = $2",
+        )
+        .bind(&self.organization_slug)
+        .bind(service)
+        .fetch_one(&self.pool)
+        .await
+        .expect("the service");
+        let response = self
+            .http
+            .post(format!("{}/api/v1/incidents", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({
+                "title": title,
+                "severity": "high",
+                "service_ids": [service_id],
+            }))
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        let created: serde_json::Value = response.json().await.expect("JSON");
+        created["id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .unwrap_or_else(|| panic!("no incident id in {created}"))
+    }
+
+    /// The bodies of the notes on the incident's timeline written by `author_prefix@...`, read
+    /// through `GET /api/v1/incidents/{id}`.
+    pub async fn notes_by(&self, incident_id: Uuid, author_prefix: &str) -> Vec<String> {
+        let incident: serde_json::Value = self
+            .http
+            .get(format!("{}/api/v1/incidents/{incident_id}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the API answers")
+            .json()
+            .await
+            .expect("JSON");
+        incident["timeline"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no timeline in {incident}"))
+            .iter()
+            .filter(|event| {
+                event["kind"] == "note"
+                    && event["author"]["email"]
+                        .as_str()
+                        .is_some_and(|email| email.starts_with(&format!("{author_prefix}@")))
+            })
+            .filter_map(|event| event["body"].as_str().map(str::to_owned))
+            .collect()
     }
 }

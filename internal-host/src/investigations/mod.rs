@@ -157,7 +157,8 @@ impl InvestigationConfig {
             && (synthesis.max_model_calls == 0
                 || synthesis.max_output_tokens == 0
                 || synthesis.time_limit.is_zero()
-                || synthesis.daily_model_calls_per_organization == 0)
+                || synthesis.daily_model_calls_per_organization == 0
+                || synthesis.daily_model_time_per_organization.is_zero())
         {
             return refuse("the model's budgets must be at least 1");
         }

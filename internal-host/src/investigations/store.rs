@@ -393,13 +393,20 @@ pub(crate) async fn steps_of_attempt(
     .await?)
 }
 
+/// What one organisation's investigations may spend on the model per UTC day.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DailyModelBudget {
+    pub calls: u32,
+    pub tokens: u64,
+    pub time: std::time::Duration,
+}
+
 /// Counts one model call against the organisation's daily model budget; false (nothing counted)
-/// when today's calls or tokens already reached their limit.
+/// when today's calls, tokens or time already reached their limit.
 pub(crate) async fn reserve_model_call(
     pool: &PgPool,
     organization_id: Uuid,
-    max_calls: u32,
-    max_tokens: u64,
+    budget: DailyModelBudget,
 ) -> Result<bool, Error> {
     let counted: Option<i32> = sqlx::query_scalar(
         "INSERT INTO investigation_budgets (organization_id, day, model_calls)
@@ -407,28 +414,33 @@ pub(crate) async fn reserve_model_call(
          ON CONFLICT (organization_id, day) DO UPDATE
             SET model_calls = investigation_budgets.model_calls + 1
           WHERE investigation_budgets.model_calls < $2 AND investigation_budgets.model_tokens < $3
+            AND investigation_budgets.model_milliseconds < $4
          RETURNING model_calls",
     )
     .bind(organization_id)
-    .bind(i32::try_from(max_calls).unwrap_or(i32::MAX))
-    .bind(i64::try_from(max_tokens).unwrap_or(i64::MAX))
+    .bind(i32::try_from(budget.calls).unwrap_or(i32::MAX))
+    .bind(i64::try_from(budget.tokens).unwrap_or(i64::MAX))
+    .bind(i64::try_from(budget.time.as_millis()).unwrap_or(i64::MAX))
     .fetch_optional(pool)
     .await?;
     Ok(counted.is_some())
 }
 
-/// Adds the tokens of a model call to the organisation's count for today.
-pub(crate) async fn add_model_tokens(
+/// Adds the tokens and time of a model call to the organisation's count for today.
+pub(crate) async fn add_model_usage(
     pool: &PgPool,
     organization_id: Uuid,
     tokens: u64,
+    elapsed: std::time::Duration,
 ) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE investigation_budgets SET model_tokens = model_tokens + $2
+        "UPDATE investigation_budgets
+            SET model_tokens = model_tokens + $2, model_milliseconds = model_milliseconds + $3
           WHERE organization_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date",
     )
     .bind(organization_id)
     .bind(i64::try_from(tokens).unwrap_or(i64::MAX))
+    .bind(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
     .execute(pool)
     .await?;
     Ok(())

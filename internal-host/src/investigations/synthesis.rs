@@ -5,7 +5,7 @@
 //! [`ReportBuilder`]); the playbook's suspected cause and its confidence stay as computed.
 //!
 //! It runs within a per-run budget (model calls, tool calls, tokens, time) and the organisation's
-//! daily model budget (calls and tokens, counted in `investigation_budgets`). Whatever goes wrong
+//! daily model budget (calls, tokens and time, counted in `investigation_budgets`). Whatever goes wrong
 //! (the model is down, slow, over budget, or writes something unreadable), the playbook's report
 //! stands and says why the model added nothing.
 
@@ -42,6 +42,8 @@ pub struct SynthesisConfig {
     pub time_limit: Duration,
     pub daily_model_calls_per_organization: u32,
     pub daily_tokens_per_organization: u64,
+    /// Time spent waiting on the model, per organisation per UTC day.
+    pub daily_model_time_per_organization: Duration,
 }
 
 impl SynthesisConfig {
@@ -56,6 +58,7 @@ impl SynthesisConfig {
             time_limit: Duration::from_secs(120),
             daily_model_calls_per_organization: 400,
             daily_tokens_per_organization: 4_000_000,
+            daily_model_time_per_organization: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -248,14 +251,17 @@ async fn converse(
         let admitted = store::reserve_model_call(
             recorder.pool,
             organization_id,
-            config.daily_model_calls_per_organization,
-            config.daily_tokens_per_organization,
+            store::DailyModelBudget {
+                calls: config.daily_model_calls_per_organization,
+                tokens: config.daily_tokens_per_organization,
+                time: config.daily_model_time_per_organization,
+            },
         )
         .await
         .map_err(|error| Stop::GaveUp(format!("the model budget could not be read: {error}")))?;
         if !admitted {
             return Err(Stop::GaveUp(
-                "the organisation's daily model budget is spent".into(),
+                "the organisation's daily model budget (calls, tokens or time) is spent".into(),
             ));
         }
         spent.model_calls += 1;
@@ -266,11 +272,17 @@ async fn converse(
             tools: if last_call { Vec::new() } else { tools.clone() },
             max_output_tokens: config.max_output_tokens,
         };
-        let (text, calls, tokens) = call_model(config.provider.as_ref(), request).await?;
-        spent.tokens += tokens;
-        if let Err(error) = store::add_model_tokens(recorder.pool, organization_id, tokens).await {
-            tracing::warn!(%error, "could not count the model's tokens");
+        let asked = std::time::Instant::now();
+        let answer = call_model(config.provider.as_ref(), request).await;
+        let elapsed = asked.elapsed();
+        let tokens = answer.as_ref().map_or(0, |(_, _, tokens)| *tokens);
+        if let Err(error) =
+            store::add_model_usage(recorder.pool, organization_id, tokens, elapsed).await
+        {
+            tracing::warn!(%error, "could not count the model's tokens and time");
         }
+        let (text, calls, tokens) = answer?;
+        spent.tokens += tokens;
         if spent.tokens > config.max_tokens_per_run {
             return Err(Stop::GaveUp(format!(
                 "it used more than {} tokens",

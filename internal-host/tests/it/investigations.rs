@@ -971,7 +971,7 @@ async fn a_garbled_answer_or_a_spent_model_budget_leaves_the_playbooks_report() 
     }
     assert!(reasons[0].contains("held no JSON object"), "{reasons:?}");
     assert!(
-        reasons[1].contains("daily model budget is spent"),
+        reasons[1].contains("daily model budget (calls, tokens or time) is spent"),
         "{reasons:?}"
     );
     assert_eq!(model.requests().len(), 1, "no call past the budget");

@@ -115,10 +115,12 @@ pub struct ServeArguments {
     /// (default: 15 minutes ago). An earlier time investigates the incidents opened since.
     #[arg(long, env = "INTERNAL_HOST_INVESTIGATE_SINCE")]
     pub investigate_since: Option<chrono::DateTime<chrono::Utc>>,
-    /// AgenticOps: with a language model configured, let it add cited claims to each report
-    /// (within a per-run and a daily budget); off, reports are the playbook's alone.
-    #[arg(long, env = "INTERNAL_HOST_INVESTIGATION_SYNTHESIS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub investigation_synthesis: bool,
+    /// AgenticOps: let the language model add cited claims to each report (within a per-run and
+    /// a daily budget); false: reports are the playbook's alone. Default: true for a hosted
+    /// model, false for a local one (the small offline model needs more than the 120 s a run
+    /// allows it on two cores, and its claims rarely cite a step; see the investigations bench).
+    #[arg(long, env = "INTERNAL_HOST_INVESTIGATION_SYNTHESIS", action = clap::ArgAction::Set)]
+    pub investigation_synthesis: Option<bool>,
 }
 
 /// The environment variable `bootstrap-sql` reads the host role's password from.
@@ -204,7 +206,11 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
         None
     } else {
         let synthesis = provider
-            .filter(|_| arguments.investigation_synthesis)
+            .filter(|provider| {
+                arguments
+                    .investigation_synthesis
+                    .unwrap_or(!provider.model().local)
+            })
             .map(SynthesisConfig::new);
         tracing::info!(
             synthesis = synthesis.is_some(),

@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{Agent, TurnLimits};
 use crate::app::{AppState, serve};
 use crate::config::{ClientSecret, Config, CredentialKey, McpLimits, SignInConfig};
+use crate::credentials::CredentialMinter;
 use crate::error::Error;
 use crate::investigations::{AgentIdentity, InvestigationConfig, SynthesisConfig, run_worker};
 use crate::llm::LlmSettings;
+use crate::mcp::McpConnector;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +62,11 @@ pub struct ServeArguments {
         default_value = "http://127.0.0.1:8091/mcp"
     )]
     pub internal_mcp_url: String,
+    /// The assistant's MCP servers, a JSON file in the `mcpServers` convention (see the README);
+    /// without it the assistant uses internal-mcp at --internal-mcp-url. AgenticOps always uses
+    /// --internal-mcp-url.
+    #[arg(long, env = "INTERNAL_HOST_MCP_SERVERS")]
+    pub mcp_servers: Option<PathBuf>,
     /// A file holding the HS256 key internal-mcp trusts (or set INTERNAL_MCP_SIGNING_KEY).
     #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
@@ -104,9 +111,10 @@ pub struct ServeArguments {
     #[command(flatten)]
     pub llm: LlmSettings,
     /// Show the model an index of capability groups and offer a group's tools only once it asks
-    /// for them (fewer tokens per model call).
-    #[arg(long, env = "INTERNAL_HOST_SKILLS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub skills: bool,
+    /// for them (fewer tokens per model call). Default: on for a hosted model, off for a local
+    /// one (the small offline model activates groups over and over instead of calling a tool).
+    #[arg(long, env = "INTERNAL_HOST_SKILLS", action = clap::ArgAction::Set)]
+    pub skills: Option<bool>,
     /// AgenticOps: the service user each organisation's investigations act as, as
     /// `<organization id>:<user id>` pairs separated by commas. Empty: no investigations.
     #[arg(long, env = "INTERNAL_HOST_AGENTS", default_value = "")]
@@ -176,6 +184,11 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
         )?),
         discovery_timeout: Duration::from_secs(arguments.oauth_discovery_seconds),
     });
+    let servers = arguments
+        .mcp_servers
+        .as_deref()
+        .map(crate::servers::load)
+        .transpose()?;
     let mut state = AppState::connect(config).await?;
     let provider = if arguments.llm.is_configured() {
         Some(arguments.llm.build()?)
@@ -185,13 +198,29 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
     if let Some(provider) = provider.clone() {
         let limits = TurnLimits::default();
         limits.validate()?;
-        let agent = Agent::new(
+        let skills = arguments.skills.unwrap_or(!provider.model().local);
+        let mut agent = Agent::new(
             provider,
             state.internal_mcp().clone(),
             state.database().clone(),
             limits,
         )
-        .with_skills(arguments.skills);
+        .with_skills(skills);
+        if let Some(servers) = &servers {
+            let minter = CredentialMinter::new(
+                &state.config().credential_key,
+                state.config().mcp_limits.credential_lifetime,
+            );
+            let connectors = servers
+                .iter()
+                .map(|server| McpConnector::from_config(server, &minter, state.config().mcp_limits))
+                .collect();
+            agent = agent
+                .with_servers(connectors)
+                .with_policies(crate::servers::policies(servers));
+            let names: Vec<&str> = servers.iter().map(|server| server.name.as_str()).collect();
+            tracing::info!(servers = ?names, "the assistant's MCP servers");
+        }
         tracing::info!(model = %agent.model().name, provider = %agent.model().provider, "the assistant answers with this model");
         state = state.with_turns(Arc::new(agent));
     } else {

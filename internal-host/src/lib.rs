@@ -17,6 +17,7 @@ pub mod events;
 pub mod investigations;
 pub mod llm;
 pub mod mcp;
+pub mod servers;
 pub mod session;
 pub mod sign_in;
 pub mod turns;

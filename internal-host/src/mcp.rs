@@ -1,8 +1,10 @@
-//! The host's MCP client of internal-mcp, over Streamable HTTP with rmcp.
+//! The host's MCP client, with rmcp: internal-mcp over Streamable HTTP, and any other configured
+//! server over Streamable HTTP or stdio (see [`crate::servers`]).
 //!
-//! A [`McpConnector`] opens one [`McpSession`] per piece of work (a turn, a confirmation), with a
-//! freshly minted credential for the acting user and the turn's correlation id in an
-//! `X-Correlation-Id` header. Every request is bounded by a timeout; a call that times out or
+//! A [`McpConnector`] opens one [`McpSession`] per piece of work (a turn, a confirmation): for
+//! internal-mcp with a freshly minted credential for the acting user, for other servers with their
+//! configured headers or as a fresh child process; always with the turn's correlation id (in an
+//! `X-Correlation-Id` header over HTTP). Every request is bounded by a timeout; a call that times out or
 //! whose future is dropped (the Stop button) is cancelled, and rmcp then sends the server
 //! `notifications/cancelled`. Tool errors (`isError`) are results the model reads; transport
 //! failures are [`Error::McpTransport`], shown apart.
@@ -13,8 +15,8 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderName, HeaderValue};
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 use crate::config::McpLimits;
 use crate::credentials::{ActingUser, CredentialMinter};
 use crate::error::Error;
+use crate::servers::{Audience, Secret, ServerConfig, ServerTransport};
 
 /// The header that carries a turn's correlation id to the server.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -31,10 +34,36 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub struct McpConnector {
     /// The server's name, as tools are namespaced and traces show it.
     pub server: String,
-    url: String,
-    minter: CredentialMinter,
+    endpoint: Endpoint,
+    audience: Audience,
     limits: McpLimits,
 }
+
+/// Where a server is and how the host authenticates to it.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    /// internal-mcp: a credential minted per session for the acting user.
+    Internal {
+        url: String,
+        minter: CredentialMinter,
+    },
+    Http {
+        url: String,
+        headers: Vec<(String, Secret)>,
+    },
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: Vec<(String, Secret)>,
+        cwd: Option<std::path::PathBuf>,
+    },
+}
+
+/// What a stdio server inherits from the host's environment; everything else it gets is
+/// configured (so the host's keys and database URL never reach it).
+const INHERITED_ENVIRONMENT: [&str; 2] = ["PATH", "HOME"];
+/// Lines a stdio server writes to its stderr are logged cut to this many characters.
+const MAX_STDERR_LINE: usize = 500;
 
 /// An initialised connection, acting for one user.
 pub struct McpSession {
@@ -115,13 +144,61 @@ impl ToolOutcome {
 }
 
 impl McpConnector {
+    /// internal-mcp at `url`, every session with a credential `minter` mints for its user.
     pub fn new(server: &str, url: &str, minter: CredentialMinter, limits: McpLimits) -> Self {
         Self {
             server: server.to_owned(),
-            url: url.to_owned(),
-            minter,
+            endpoint: Endpoint::Internal {
+                url: url.to_owned(),
+                minter,
+            },
+            audience: Audience::Everyone,
             limits,
         }
+    }
+
+    /// A configured server; `minter` serves the internal-credentials kind.
+    pub fn from_config(
+        config: &ServerConfig,
+        minter: &CredentialMinter,
+        limits: McpLimits,
+    ) -> Self {
+        let endpoint = match &config.transport {
+            ServerTransport::Internal { url } => Endpoint::Internal {
+                url: url.clone(),
+                minter: minter.clone(),
+            },
+            ServerTransport::Http { url, headers } => Endpoint::Http {
+                url: url.clone(),
+                headers: headers.clone(),
+            },
+            ServerTransport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => Endpoint::Stdio {
+                command: command.clone(),
+                args: args.clone(),
+                env: env.clone(),
+                cwd: cwd.clone(),
+            },
+        };
+        Self {
+            server: config.name.clone(),
+            endpoint,
+            audience: config.audience.clone(),
+            limits: McpLimits {
+                call_timeout: config.timeout.unwrap_or(limits.call_timeout),
+                ..limits
+            },
+        }
+    }
+
+    /// True when `user` may use this server's tools (a fixed-credential server is bound to the
+    /// users its configuration names).
+    pub fn admits(&self, user: &ActingUser) -> bool {
+        self.audience.admits(user)
     }
 
     /// A session acting for `user`, tagged with `correlation_id`.
@@ -130,19 +207,49 @@ impl McpConnector {
         user: &ActingUser,
         correlation_id: Uuid,
     ) -> Result<McpSession, Error> {
-        let credential = self.minter.mint(user, correlation_id)?;
-        let correlation = HeaderValue::from_str(&correlation_id.to_string())
-            .map_err(|error| self.transport_error(error))?;
-        let headers = HashMap::from([(HeaderName::from_static(CORRELATION_HEADER), correlation)]);
-        let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
-                .auth_header(credential)
-                .custom_headers(headers),
-        );
-        let service = tokio::time::timeout(self.limits.call_timeout, ().serve(transport))
+        if !self.admits(user) {
+            return Err(self.transport_error("not offered to this user"));
+        }
+        let connecting = async {
+            match &self.endpoint {
+                Endpoint::Internal { url, minter } => {
+                    let credential = minter.mint(user, correlation_id)?;
+                    let headers = self.http_headers(correlation_id, &[])?;
+                    let transport = StreamableHttpClientTransport::from_config(
+                        StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                            .auth_header(credential)
+                            .custom_headers(headers),
+                    );
+                    ().serve(transport)
+                        .await
+                        .map_err(|error| self.transport_error(error))
+                }
+                Endpoint::Http { url, headers } => {
+                    let headers = self.http_headers(correlation_id, headers)?;
+                    let transport = StreamableHttpClientTransport::from_config(
+                        StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                            .custom_headers(headers),
+                    );
+                    ().serve(transport)
+                        .await
+                        .map_err(|error| self.transport_error(error))
+                }
+                Endpoint::Stdio {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                } => {
+                    let transport = self.spawn(command, args, env, cwd.as_deref())?;
+                    ().serve(transport)
+                        .await
+                        .map_err(|error| self.transport_error(error))
+                }
+            }
+        };
+        let service = tokio::time::timeout(self.limits.call_timeout, connecting)
             .await
-            .map_err(|_| self.transport_error("timed out while connecting"))?
-            .map_err(|error| self.transport_error(error))?;
+            .map_err(|_| self.transport_error("timed out while connecting"))??;
         Ok(McpSession {
             server: self.server.clone(),
             service,
@@ -150,11 +257,103 @@ impl McpConnector {
         })
     }
 
+    /// The correlation id and `configured` headers (a bad header is a transport error naming the
+    /// header, never its value).
+    fn http_headers(
+        &self,
+        correlation_id: Uuid,
+        configured: &[(String, Secret)],
+    ) -> Result<HashMap<HeaderName, HeaderValue>, Error> {
+        let mut headers = HashMap::new();
+        headers.insert(
+            HeaderName::from_static(CORRELATION_HEADER),
+            HeaderValue::from_str(&correlation_id.to_string())
+                .map_err(|error| self.transport_error(error))?,
+        );
+        for (name, value) in configured {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.transport_error(format!("{name:?} is not a header name")))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                self.transport_error(format!("the value of header {name} is not valid"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(header, value);
+        }
+        Ok(headers)
+    }
+
+    /// Starts a stdio server with only its configured environment; it dies with its session.
+    fn spawn(
+        &self,
+        command: &str,
+        args: &[String],
+        env: &[(String, Secret)],
+        cwd: Option<&std::path::Path>,
+    ) -> Result<TokioChildProcess, Error> {
+        let mut child = tokio::process::Command::new(command);
+        child.args(args).env_clear().kill_on_drop(true);
+        for name in INHERITED_ENVIRONMENT {
+            if let Some(value) = std::env::var_os(name) {
+                child.env(name, value);
+            }
+        }
+        for (name, value) in env {
+            child.env(name, value.expose());
+        }
+        if let Some(cwd) = cwd {
+            child.current_dir(cwd);
+        }
+        let (transport, stderr) = TokioChildProcess::builder(child)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|error| self.transport_error(format!("cannot start {command}: {error}")))?;
+        if let Some(stderr) = stderr {
+            tokio::spawn(log_stderr(self.server.clone(), stderr));
+        }
+        Ok(transport)
+    }
+
     fn transport_error(&self, error: impl std::fmt::Display) -> Error {
         Error::McpTransport {
             server: self.server.clone(),
             message: error.to_string(),
         }
+    }
+}
+
+/// Logs what a stdio server writes to its stderr, line by line, until it exits. A line is cut at
+/// [`MAX_STDERR_LINE`] characters and nothing longer than a few kilobytes is ever buffered, however
+/// the server writes.
+async fn log_stderr(server: String, mut stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncReadExt;
+    const MAX_BUFFERED: usize = 4096;
+    let mut buffered: Vec<u8> = Vec::with_capacity(MAX_BUFFERED);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        buffered.extend_from_slice(&chunk[..read]);
+        while let Some(end) = buffered.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = buffered.drain(..=end).collect();
+            log_line(&server, &line);
+        }
+        if buffered.len() >= MAX_BUFFERED {
+            log_line(&server, &buffered);
+            buffered.clear();
+        }
+    }
+    if !buffered.is_empty() {
+        log_line(&server, &buffered);
+    }
+}
+
+fn log_line(server: &str, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    let (line, _) = cap_text(line.trim_end(), MAX_STDERR_LINE);
+    if !line.is_empty() {
+        tracing::info!(server = %server, "stdio server: {line}");
     }
 }
 

@@ -1,7 +1,8 @@
 """The smoke run's person in the assistant: signs in to internal-host with the product's own sign-in
 and consent pages (as a browser would submit them), asks one question, and reads the turn's events
 over SSE until the turn ends. Exits non-zero when sign-in fails or the turn does not end cleanly;
-prints what the model did (whatever a small local model answers, the loop must end).
+prints what the model did. Whatever a small local model answers, the loop must end and at least
+one tool call must reach an MCP server and come back.
 
 Usage: smoke_assistant.py ASSISTANT_URL ORGANIZATION EMAIL
 with the person's password in DEMO_USER_PASSWORD.
@@ -93,6 +94,14 @@ def main() -> None:
     if finished.get("kind") != "turn_finished":
         fail(f"the event stream ended before the turn did: {events[-3:]}")
     tools = [event.get("tool") for event in events if event.get("kind") == "tool_call_started"]
+    # The host's own tools (activating a capability group, paging a result) do not reach a server.
+    real_calls = {event.get("call_id") for event in events
+                  if event.get("kind") == "tool_call_started" and event.get("server") != "host"}
+    # Made on the server: a result, a tool error, or a plan waiting for approval (not refused by
+    # the host for bad arguments, not lost in transport).
+    answered = [event for event in events
+                if event.get("kind") == "tool_call_finished" and event.get("call_id") in real_calls
+                and event.get("status") in ("ok", "tool_error", "awaiting_approval")]
     model = next((event.get("model") for event in events if event.get("kind") == "turn_started"), "?")
     answer = "".join(event.get("text", "") for event in events if event.get("kind") == "text")
     notices = [event.get("text") for event in events if event.get("kind") == "notice"]
@@ -104,6 +113,11 @@ def main() -> None:
         print(f"smoke: assistant: notice: {notice}")
     if finished.get("status") not in ("completed", "stopped", "waiting_for_approval"):
         fail(f"the turn ended '{finished.get('status')}': {notices}")
+    if not answered:
+        statuses = [event.get("status") for event in events if event.get("kind") == "tool_call_finished"]
+        fail(f"the model made no tool call that an MCP server answered (tool calls {tools}, {statuses})")
+    print(f"smoke: assistant: {len(answered)} tool calls reached an MCP server and came back "
+          f"({', '.join(sorted({event.get('status', '?') for event in answered}))})")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 //! trace shows the SQL, a chart and the correlation), has a note added after confirming it (the
 //! REST API then shows the note once), stops a question whose answer stalls, and reloads the page
 //! to find all of it still there. A second test has AgenticOps investigate the story's incident
-//! and the person read the investigation (report, chart, steps) and continue it in a chat.
+//! and the person read the investigation (report, chart, steps) and continue it in a chat. A third
+//! gives the assistant external-mcp too (over stdio, from an `mcpServers` file): the same question
+//! answered by both servers agrees.
 
 #[path = "../../../internal-host/tests/it/scripted_model.rs"]
 mod scripted_model;
@@ -704,4 +706,175 @@ async fn a_person_reads_the_investigation_of_an_incident_and_continues_it_in_a_c
     assert_eq!(model.replies_left(), 0);
     browser.close().await.unwrap();
     println!("whole investigation browser test: {:?}", started.elapsed());
+}
+
+/// The tool results the model got in the last request, in the order of its calls.
+fn results_the_model_got(model: &ScriptedModel) -> Vec<String> {
+    let requests = model.requests();
+    let last = requests.last().expect("the model was called");
+    last.body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|message| message["role"] == "tool")
+        .map(|message| message["content"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The parity of the two faces, inside the assistant: with an `mcpServers` file giving it both
+/// internal-mcp (the person's own internal credential) and the real external-mcp over stdio (an
+/// API token of the person's organisation), the same question gets the same open incidents and
+/// the same bad deploy from both servers, and the trace shows each server's calls.
+#[tokio::test]
+async fn the_assistant_asks_both_servers_the_same_question_and_they_agree() {
+    let Stack {
+        host_listen,
+        host_url,
+        secrets,
+        backend,
+        internal_mcp,
+        story,
+        reference,
+        ..
+    } = Stack::start().await;
+    let organization: String =
+        sqlx::query_scalar("SELECT id::text FROM organizations WHERE slug = 'acme'")
+            .fetch_one(&backend.database.pool)
+            .await
+            .unwrap();
+    let servers_file = secrets.directory.join("mcp-servers.json");
+    std::fs::write(
+        &servers_file,
+        json!({"mcpServers": {
+            "internal-mcp": {"url": internal_mcp.url, "credentials": "internal"},
+            "external": {
+                "command": binary("external-mcp"),
+                "env": {
+                    "DEMO_API_URL": backend.url,
+                    "DEMO_API_TOKEN": "${env:E2E_ACME_TOKEN}",
+                    "RUST_LOG": "warn",
+                },
+                "organization": organization,
+            },
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let model = ScriptedModel::openai(vec![
+        Reply::tool_calls(vec![
+            (
+                "internal-mcp__run_select",
+                json!({"sql": "SELECT 'INC-' || number AS reference FROM incidents WHERE status = 'open' ORDER BY number"}),
+            ),
+            ("external__list_incidents", json!({"status": "open"})),
+            (
+                "internal-mcp__correlate_incident",
+                json!({"incident": reference}),
+            ),
+            (
+                "external__list_deployments",
+                json!({"service": story.service, "status": "rolled_back"}),
+            ),
+        ]),
+        Reply::text("Both servers name the same open incidents and the same rolled-back deploy."),
+    ])
+    .await;
+    let token = backend::token("acme", "responder");
+    let _host = start_internal_host(
+        &backend,
+        &internal_mcp,
+        &secrets,
+        &host_listen,
+        &model.url(),
+        &[
+            ("INTERNAL_HOST_MCP_SERVERS", text_of(&servers_file)),
+            ("E2E_ACME_TOKEN", token.as_str()),
+        ],
+    )
+    .await;
+
+    let browser = Browser::start().await.expect("headless Chromium starts");
+    sign_in(&browser, &host_url).await;
+    ask(
+        &browser,
+        &format!("Which incidents are open, and which deploy caused {reference}?"),
+    )
+    .await;
+    browser
+        .wait_for("article.turn.status-completed", AGENT_WAIT)
+        .await
+        .unwrap();
+    let summaries = contents(&browser, "details.trace summary").await;
+    for tool in [
+        "run_select",
+        "list_incidents",
+        "correlate_incident",
+        "list_deployments",
+    ] {
+        assert!(
+            summaries.iter().any(|text| text.contains(tool)),
+            "{tool} in the trace: {summaries:?}"
+        );
+    }
+    assert!(
+        summaries.iter().any(|text| text.contains("external")),
+        "{summaries:?}"
+    );
+    assert_not_in_page(
+        &browser,
+        &token,
+        "with external-mcp's token in its environment",
+    )
+    .await;
+
+    // Ground truth from the REST API; each server's answer, as the model read it, must match it.
+    let listed: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/incidents?status=open&limit=200",
+            backend.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let open: Vec<String> = listed["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|incident| incident["reference"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!open.is_empty(), "{listed}");
+    let results = results_the_model_got(&model);
+    assert_eq!(results.len(), 4, "{results:?}");
+    // "INC-6" and not only "INC-60": the next character is not a digit (JSON rows or text lines).
+    let mentions = |text: &str, reference: &str| {
+        text.match_indices(reference).any(|(at, _)| {
+            !text[at + reference.len()..].starts_with(|next: char| next.is_ascii_digit())
+        })
+    };
+    for (index, face) in [
+        (0, "internal-mcp run_select"),
+        (1, "external list_incidents"),
+    ] {
+        for reference in &open {
+            assert!(
+                mentions(&results[index], reference),
+                "{face} misses {reference}: {}",
+                results[index]
+            );
+        }
+    }
+    assert!(
+        results[2].contains(story.bad_version),
+        "internal-mcp's correlation: {}",
+        results[2]
+    );
+    assert!(
+        results[3].contains(story.bad_version),
+        "external-mcp's rolled-back deploys: {}",
+        results[3]
+    );
 }

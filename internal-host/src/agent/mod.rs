@@ -15,6 +15,7 @@
 //! makes the confirming call, and any `confirmation_token` the model writes is refused.
 
 mod approvals;
+pub mod fingerprints;
 mod history;
 mod limits;
 pub mod policy;
@@ -75,7 +76,8 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct Agent {
     provider: Arc<dyn Provider>,
-    internal_mcp: McpConnector,
+    /// The servers whose tools turns offer (those each user is admitted to).
+    servers: Arc<[McpConnector]>,
     database: PgPool,
     limits: TurnLimits,
     policies: Arc<ToolPolicies>,
@@ -108,7 +110,8 @@ struct Run<'a> {
     events: &'a EventLog,
     cancel: &'a CancellationToken,
     budget: Budget,
-    session: Option<McpSession>,
+    /// The servers this stretch is connected to, by name.
+    sessions: BTreeMap<String, McpSession>,
     tools: ToolSet,
     conversation: Conversation,
     /// Identical calls seen in this stretch: tool and canonical arguments → count.
@@ -125,7 +128,7 @@ struct Run<'a> {
 impl Agent {
     /// An agent over `provider` and internal-mcp, storing in the host's `database`. `limits`
     /// should have passed [`TurnLimits::validate`]. Tools follow their annotations until
-    /// [`Self::with_policies`] tightens them.
+    /// [`Self::with_policies`] tightens them; [`Self::with_servers`] sets other servers.
     pub fn new(
         provider: Arc<dyn Provider>,
         internal_mcp: McpConnector,
@@ -134,7 +137,7 @@ impl Agent {
     ) -> Self {
         Self {
             provider,
-            internal_mcp,
+            servers: Arc::from([internal_mcp]),
             database,
             limits,
             policies: Arc::new(ToolPolicies::from_annotations()),
@@ -146,6 +149,12 @@ impl Agent {
     /// servers' capability groups and gets a group's tools only after `host__activate(group)`.
     pub fn with_skills(mut self, skills: bool) -> Self {
         self.skills = skills;
+        self
+    }
+
+    /// The same agent over `servers` instead (their names must differ: they namespace the tools).
+    pub fn with_servers(mut self, servers: Vec<McpConnector>) -> Self {
+        self.servers = servers.into();
         self
     }
 
@@ -335,8 +344,10 @@ impl Agent {
 }
 
 impl<'a> Run<'a> {
-    /// Connects to internal-mcp as the user and lists the tools. A server that cannot be reached
-    /// is told to the user; the turn goes on without its tools.
+    /// Connects, as the user, to every server the user is admitted to, all at once, and lists their
+    /// tools. A server that cannot be reached in time is told to the user and the turn goes on
+    /// without its tools; a tool whose definition changed since it was last listed is told too,
+    /// and asks before it runs in this stretch.
     async fn open(
         agent: &'a Agent,
         turn: &'a TurnContext,
@@ -350,7 +361,7 @@ impl<'a> Run<'a> {
             events,
             cancel,
             budget: Budget::new(),
-            session: None,
+            sessions: BTreeMap::new(),
             tools: ToolSet::new(agent.skills),
             conversation: Conversation {
                 system: Message::system(system_prompt.clone()),
@@ -364,29 +375,64 @@ impl<'a> Run<'a> {
             system_prompt,
             tokens_saved: 0,
         };
-        let connector = &agent.internal_mcp;
-        let connected = async {
-            let session = connector.connect(&turn.user, turn.correlation_id).await?;
-            let tools = session.tools().await?;
-            Ok::<_, Error>((session, tools))
-        };
+        let connecting = agent
+            .servers
+            .iter()
+            .filter(|connector| connector.admits(&turn.user))
+            .map(|connector| async move {
+                let connected = async {
+                    let session = connector.connect(&turn.user, turn.correlation_id).await?;
+                    match session.tools().await {
+                        Ok(tools) => Ok((session, tools)),
+                        Err(error) => {
+                            session.close().await;
+                            Err(error)
+                        }
+                    }
+                }
+                .await;
+                (connector, connected)
+            });
         let connected = tokio::select! {
-            connected = connected => connected,
+            connected = futures_util::future::join_all(connecting) => connected,
             () = cancel.cancelled() => return Ok(run),
         };
-        match connected {
-            Ok((session, tools)) => {
-                run.tools
-                    .add_server(&connector.server, &tools, &agent.policies);
-                run.session = Some(session);
-            }
-            Err(error) => {
-                tracing::warn!(server = %connector.server, %error, "an MCP server is unavailable");
-                run.notice(format!(
-                    "{} is unavailable ({error}); answering without its tools.",
-                    connector.server
-                ))
-                .await?;
+        for (connector, connected) in connected {
+            match connected {
+                Ok((session, tools)) => {
+                    let changed =
+                        fingerprints::record(&agent.database, &connector.server, &tools).await?;
+                    let policies =
+                        changed
+                            .iter()
+                            .fold((*agent.policies).clone(), |policies, tool| {
+                                policies.tighten(
+                                    &tools::qualified_name(&connector.server, tool),
+                                    Permission::Ask,
+                                )
+                            });
+                    if !changed.is_empty() {
+                        tracing::warn!(server = %connector.server, tools = ?changed, "MCP tools changed their definition");
+                        run.notice(format!(
+                            "{} changed the definition of {} since the assistant last listed {}; {} before running in this turn.",
+                            connector.server,
+                            changed.join(", "),
+                            if changed.len() == 1 { "it" } else { "them" },
+                            if changed.len() == 1 { "it asks" } else { "each asks" },
+                        ))
+                        .await?;
+                    }
+                    run.tools.add_server(&connector.server, &tools, &policies);
+                    run.sessions.insert(connector.server.clone(), session);
+                }
+                Err(error) => {
+                    tracing::warn!(server = %connector.server, %error, "an MCP server is unavailable");
+                    run.notice(format!(
+                        "{} is unavailable ({error}); answering without its tools.",
+                        connector.server
+                    ))
+                    .await?;
+                }
             }
         }
         Ok(run)
@@ -751,7 +797,7 @@ impl<'a> Run<'a> {
         arguments: Map<String, Value>,
     ) -> Result<CallEnd, Error> {
         let arguments_value = Value::Object(arguments.clone());
-        let Some(session) = self.session.as_ref() else {
+        let Some(session) = self.sessions.get(&offered.server) else {
             let message = format!("Not run: {} is unavailable.", offered.server);
             self.record(
                 call,
@@ -951,7 +997,7 @@ impl<'a> Run<'a> {
             );
         }
         let secrets: Vec<&str> = claimed.token.as_deref().into_iter().collect();
-        let recorded = match self.session.as_ref() {
+        let recorded = match self.sessions.get(&claimed.server) {
             None => trace::record_without_result(
                 CallStatus::TransportError,
                 &claimed.tool,
@@ -1226,9 +1272,8 @@ impl<'a> Run<'a> {
         if status == TurnStatus::Stopped && self.cancel.is_cancelled() {
             self.notice("Stopped by the user.".into()).await?;
         }
-        if let Some(session) = self.session.take() {
-            session.close().await;
-        }
+        let sessions = std::mem::take(&mut self.sessions);
+        futures_util::future::join_all(sessions.into_values().map(McpSession::close)).await;
         if self.tools.index().is_some() {
             tracing::info!(
                 turn = %self.turn.turn_id,

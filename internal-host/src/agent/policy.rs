@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use crate::mcp::ToolDescription;
 
 /// What happens when the model calls a tool. Ordered from the most to the least permissive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Permission {
     Allow,
     Ask,

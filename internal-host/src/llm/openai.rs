@@ -6,7 +6,9 @@
 //! [`ToolMode::JsonSchema`] serves weak local models whose native tool calling does not work: the
 //! tools are described in the system message and the reply is constrained by `response_format` to
 //! one JSON object, either `{"tool": .., "arguments": {..}}` or `{"answer": ".."}`, which the
-//! provider turns into a tool call or text.
+//! provider turns into a tool call or text. Until the model has seen a tool result after the
+//! user's latest message, only the tool-call shape is allowed: a weak model otherwise answers
+//! from nothing, and an answer about the product should rest on its data.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -93,7 +95,7 @@ impl OpenAiCompatible {
                 "type": "json_schema",
                 "json_schema": {
                     "name": "tool_call_or_answer",
-                    "schema": reply_schema(&request.tools),
+                    "schema": reply_schema(&request.tools, must_look_first(&request.messages)),
                 },
             });
         } else if !request.tools.is_empty() {
@@ -197,19 +199,26 @@ fn native_messages(messages: &[Message]) -> Vec<Value> {
 }
 
 /// The reply of [`ToolMode::JsonSchema`]: a call of one of the tools, or an answer.
-fn reply_schema(tools: &[ToolSpec]) -> Value {
-    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
+fn reply_schema(tools: &[ToolSpec], tool_call_only: bool) -> Value {
+    // One branch per tool, its arguments held to the tool's own schema: a weak model then writes
+    // arguments the host's schema check accepts, so its calls reach the server.
+    let tool_call = json!({
+        "anyOf": tools.iter().map(|tool| json!({
+            "type": "object",
+            "properties": {
+                "tool": {"type": "string", "enum": [tool.name]},
+                "arguments": grammar_safe(&tool.parameters),
+            },
+            "required": ["tool", "arguments"],
+            "additionalProperties": false,
+        })).collect::<Vec<_>>(),
+    });
+    if tool_call_only {
+        return tool_call;
+    }
     json!({
         "anyOf": [
-            {
-                "type": "object",
-                "properties": {
-                    "tool": {"type": "string", "enum": names},
-                    "arguments": {"type": "object"},
-                },
-                "required": ["tool", "arguments"],
-                "additionalProperties": false,
-            },
+            tool_call,
             {
                 "type": "object",
                 "properties": {"answer": {"type": "string"}},
@@ -220,13 +229,73 @@ fn reply_schema(tools: &[ToolSpec]) -> Value {
     })
 }
 
+/// The part of a tool's input schema that servers turning schemas into grammars all accept:
+/// types, properties, required, items, enums and bounds. Anything else (references, patterns,
+/// formats) is dropped, which only loosens the constraint; the host's own check of the arguments
+/// against the full schema still runs before any call.
+fn grammar_safe(schema: &Value) -> Value {
+    const KEPT: [&str; 10] = [
+        "type",
+        "required",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+    ];
+    let Some(object) = schema.as_object() else {
+        return json!({});
+    };
+    if object.contains_key("$ref") {
+        return json!({});
+    }
+    let mut safe = serde_json::Map::new();
+    for (key, value) in object {
+        if KEPT.contains(&key.as_str()) {
+            safe.insert(key.clone(), value.clone());
+        } else if key == "properties"
+            && let Some(properties) = value.as_object()
+        {
+            let properties = properties
+                .iter()
+                .map(|(name, property)| (name.clone(), grammar_safe(property)))
+                .collect();
+            safe.insert(key.clone(), Value::Object(properties));
+        } else if key == "items" {
+            safe.insert(key.clone(), grammar_safe(value));
+        } else if (key == "anyOf" || key == "oneOf")
+            && let Some(branches) = value.as_array()
+        {
+            safe.insert(
+                "anyOf".into(),
+                Value::Array(branches.iter().map(grammar_safe).collect()),
+            );
+        }
+    }
+    Value::Object(safe)
+}
+
+/// True while the user's latest message has no tool result after it: the model must look at the
+/// data before it answers.
+fn must_look_first(messages: &[Message]) -> bool {
+    messages
+        .iter()
+        .rev()
+        .find(|message| message.role != Role::System)
+        .is_some_and(|message| message.role == Role::User)
+}
+
 /// What [`ToolMode::JsonSchema`] tells the model about the tools and the reply's shape.
 fn json_schema_instructions(tools: &[ToolSpec]) -> String {
     let mut text = String::from(
         "You can call tools. Reply with exactly one JSON object and nothing else:\n\
          - to call a tool: {\"tool\": \"<tool name>\", \"arguments\": {<the tool's arguments>}}\n\
          - to answer the user: {\"answer\": \"<your answer>\"}\n\
-         After a tool call, the next message gives you the tool's result.\n\nThe tools:\n",
+         After a tool call, the next message gives you the tool's result. Call a tool before \
+         you answer a new question: answers rest on the product's data.\n\nThe tools:\n",
     );
     for tool in tools {
         text.push_str(&format!(
@@ -560,6 +629,71 @@ mod tests {
             description: "Runs a SELECT.".into(),
             parameters: json!({"type": "object", "properties": {"sql": {"type": "string"}}}),
         }]
+    }
+
+    #[test]
+    fn a_new_question_allows_only_a_tool_call_until_a_result_came_back() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "run_select".into(),
+            arguments: "{}".into(),
+        };
+        let asked = vec![
+            Message::system("You help."),
+            Message::user("Which incidents are open?"),
+        ];
+        let schema = reply_schema(&tools(), must_look_first(&asked));
+        let branches = schema["anyOf"].as_array().expect("one branch per tool");
+        assert_eq!(branches.len(), 1);
+        assert_eq!(
+            branches[0]["properties"]["tool"]["enum"],
+            json!(["run_select"])
+        );
+        assert_eq!(
+            branches[0]["properties"]["arguments"],
+            json!({"type": "object", "properties": {"sql": {"type": "string"}}})
+        );
+        let looked = [
+            asked.clone(),
+            vec![
+                Message::assistant("", vec![call]),
+                Message::tool_result("call_1", "[[3]]"),
+            ],
+        ]
+        .concat();
+        let schema = reply_schema(&tools(), must_look_first(&looked));
+        assert_eq!(schema["anyOf"].as_array().map(Vec::len), Some(2));
+        assert_eq!(schema["anyOf"][1]["required"], json!(["answer"]));
+        let next_question = [looked, vec![Message::user("And closed ones?")]].concat();
+        assert!(must_look_first(&next_question));
+    }
+
+    #[test]
+    fn argument_schemas_keep_only_what_a_grammar_accepts() {
+        let schema = json!({
+            "type": "object",
+            "$defs": {"Window": {"type": "string"}},
+            "properties": {
+                "incident": {"type": "string", "pattern": "^INC-[0-9]+$", "description": "INC-4"},
+                "window": {"$ref": "#/$defs/Window"},
+                "limit": {"type": ["integer", "null"], "minimum": 1, "format": "uint32"},
+                "ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            },
+            "required": ["incident"],
+        });
+        assert_eq!(
+            grammar_safe(&schema),
+            json!({
+                "type": "object",
+                "properties": {
+                    "incident": {"type": "string"},
+                    "window": {},
+                    "limit": {"type": ["integer", "null"], "minimum": 1},
+                    "ids": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["incident"],
+            })
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::support::{host_config, seeded_database, spawn_internal_mcp, user};
 
 /// One scripted reply: fixed events, or events computed from the request (to replay what the
 /// model was shown).
-enum Reply {
+pub(crate) enum Reply {
     Events(Vec<StreamEvent>),
     FromRequest(Respond),
     /// Like `FromRequest`, with a pause before each event.
@@ -37,7 +37,7 @@ enum Reply {
 type Respond = Box<dyn Fn(&Request) -> Vec<StreamEvent> + Send + Sync>;
 
 /// A model that follows a script and records what it was asked.
-struct ScriptedModel {
+pub(crate) struct ScriptedModel {
     info: ModelInfo,
     script: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Request>>,
@@ -77,14 +77,14 @@ impl Provider for ScriptedModel {
 }
 
 impl ScriptedModel {
-    fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 }
 
 // By value, so each call reads as one `json!` literal.
 #[allow(clippy::needless_pass_by_value)]
-fn call(id: &str, name: &str, arguments: Value) -> StreamEvent {
+pub(crate) fn call(id: &str, name: &str, arguments: Value) -> StreamEvent {
     StreamEvent::ToolCall(ToolCall {
         id: id.to_owned(),
         name: name.to_owned(),
@@ -92,7 +92,7 @@ fn call(id: &str, name: &str, arguments: Value) -> StreamEvent {
     })
 }
 
-fn calls(events: Vec<StreamEvent>) -> Reply {
+pub(crate) fn calls(events: Vec<StreamEvent>) -> Reply {
     let mut events = events;
     events.push(StreamEvent::Usage(Usage {
         input_tokens: 100,
@@ -102,25 +102,25 @@ fn calls(events: Vec<StreamEvent>) -> Reply {
     Reply::Events(events)
 }
 
-fn answer(text: &str) -> Vec<StreamEvent> {
+pub(crate) fn answer(text: &str) -> Vec<StreamEvent> {
     vec![
         StreamEvent::TextDelta(text.to_owned()),
         StreamEvent::Finished(FinishReason::Stop),
     ]
 }
 
-struct Harness {
-    database: TestDatabase,
-    state: AppState,
-    agent: Agent,
-    events: EventLog,
-    model: Arc<ScriptedModel>,
-    user: ActingUser,
-    conversation_id: Uuid,
+pub(crate) struct Harness {
+    pub(crate) database: TestDatabase,
+    pub(crate) state: AppState,
+    pub(crate) agent: Agent,
+    pub(crate) events: EventLog,
+    pub(crate) model: Arc<ScriptedModel>,
+    pub(crate) user: ActingUser,
+    pub(crate) conversation_id: Uuid,
     _internal_mcp: oneshot::Sender<()>,
 }
 
-async fn harness(handle: &str, limits: TurnLimits, script: Vec<Reply>) -> Harness {
+pub(crate) async fn harness(handle: &str, limits: TurnLimits, script: Vec<Reply>) -> Harness {
     let database = seeded_database().await;
     let (url, stop) = spawn_internal_mcp(&database).await;
     let state = AppState::connect(host_config(&database, &url))
@@ -168,7 +168,7 @@ async fn harness(handle: &str, limits: TurnLimits, script: Vec<Reply>) -> Harnes
 
 impl Harness {
     /// A new turn row (as the web layer creates it) and its context.
-    async fn turn(&self, question: &str) -> TurnContext {
+    pub(crate) async fn turn(&self, question: &str) -> TurnContext {
         let turn = TurnContext {
             turn_id: Uuid::new_v4(),
             conversation_id: self.conversation_id,
@@ -189,14 +189,14 @@ impl Harness {
         turn
     }
 
-    async fn run(&self, turn: &TurnContext) -> TurnStatus {
+    pub(crate) async fn run(&self, turn: &TurnContext) -> TurnStatus {
         self.agent
             .run_turn(turn, &self.events, CancellationToken::new())
             .await
             .expect("the turn runs")
     }
 
-    async fn events_of(&self, turn: &TurnContext) -> Vec<TurnEvent> {
+    pub(crate) async fn events_of(&self, turn: &TurnContext) -> Vec<TurnEvent> {
         self.events
             .read_turn(turn.turn_id)
             .await
@@ -240,7 +240,7 @@ fn kinds(events: &[TurnEvent]) -> Vec<&'static str> {
     events.iter().map(TurnEvent::kind).collect()
 }
 
-fn finished_calls(events: &[TurnEvent]) -> Vec<(String, CallStatus, String)> {
+pub(crate) fn finished_calls(events: &[TurnEvent]) -> Vec<(String, CallStatus, String)> {
     events
         .iter()
         .filter_map(|event| match event {
@@ -252,7 +252,7 @@ fn finished_calls(events: &[TurnEvent]) -> Vec<(String, CallStatus, String)> {
         .collect()
 }
 
-fn notices(events: &[TurnEvent]) -> Vec<String> {
+pub(crate) fn notices(events: &[TurnEvent]) -> Vec<String> {
     events
         .iter()
         .filter_map(|event| match event {
@@ -263,7 +263,7 @@ fn notices(events: &[TurnEvent]) -> Vec<String> {
 }
 
 /// The text of the tool results the model got in `request`.
-fn tool_results(request: &Request) -> Vec<(String, String)> {
+pub(crate) fn tool_results(request: &Request) -> Vec<(String, String)> {
     request
         .messages
         .iter()

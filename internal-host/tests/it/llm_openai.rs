@@ -461,12 +461,23 @@ async fn json_schema_mode_sends_a_schema_and_reads_calls_and_answers() {
     let first = &model.requests()[0].body;
     assert!(first.get("tools").is_none(), "no native tools: {first}");
     assert_eq!(first["response_format"]["type"], "json_schema");
+    // A new question: the model must call a tool before it may answer.
     let schema = &first["response_format"]["json_schema"]["schema"];
-    assert_eq!(
-        schema["anyOf"][0]["properties"]["tool"]["enum"],
-        json!(["run_select", "list_tables"])
+    let tools_allowed: Vec<&Value> = schema["anyOf"]
+        .as_array()
+        .expect("one branch per tool")
+        .iter()
+        .map(|branch| &branch["properties"]["tool"]["enum"][0])
+        .collect();
+    assert_eq!(tools_allowed, [&json!("run_select"), &json!("list_tables")]);
+    assert!(
+        schema["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|branch| branch["required"] == json!(["tool", "arguments"])),
+        "{schema}"
     );
-    assert_eq!(schema["anyOf"][1]["required"], json!(["answer"]));
     let system = first["messages"][0]["content"].as_str().expect("text");
     assert!(system.starts_with("You help."), "{system}");
     assert!(
@@ -488,6 +499,12 @@ async fn json_schema_mode_sends_a_schema_and_reads_calls_and_answers() {
             StreamEvent::Finished(FinishReason::Stop),
         ]
     );
+    let schema = &model.requests()[1].body["response_format"]["json_schema"]["schema"];
+    assert_eq!(
+        schema["anyOf"][0]["anyOf"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(schema["anyOf"][1]["required"], json!(["answer"]));
     let second = &model.requests()[1].body["messages"];
     let roles: Vec<&str> = second
         .as_array()

@@ -8,6 +8,7 @@ mod llm_anthropic;
 mod llm_openai;
 mod mcp;
 mod scripted_model;
+mod servers;
 mod support;
 mod web;
 mod web_investigations;

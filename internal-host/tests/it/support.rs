@@ -291,3 +291,26 @@ impl ProductApi {
             .collect()
     }
 }
+
+/// The python of the tests' venv (`ops/python-venv.sh` makes it, with the MCP Python SDK; `ops/test`
+/// runs it first), for MCP servers written with the SDK.
+pub fn python() -> std::path::PathBuf {
+    let venv = std::env::var_os("DEMO_PYTHON_VENV")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| std::path::PathBuf::from(home).join(".cache/dual-mcp/venv"))
+        })
+        .expect("DEMO_PYTHON_VENV or HOME is set");
+    let python = venv.join("bin/python");
+    let has_sdk = std::process::Command::new(&python)
+        .args(["-c", "import mcp.server.mcpserver"])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        has_sdk,
+        "the MCP Python SDK venv is missing at {}: run ops/python-venv.sh (ops/test does)",
+        venv.display()
+    );
+    python
+}

@@ -484,6 +484,12 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
     let step = Instant::now();
     let stalled_question = "And what about the other services?";
     ask(&browser, stalled_question).await;
+    // Stop once the model streams the stalled answer (not while the turn still connects).
+    let asked = Instant::now();
+    while model.replies_left() > 0 {
+        assert!(asked.elapsed() < AGENT_WAIT, "the model was never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     browser
         .click_when_ready(
             "#turns > article.turn:nth-of-type(3) .stop-button",

@@ -29,6 +29,7 @@ async fn the_host_migrates_its_own_schema_and_cannot_read_product_tables() {
             "investigation_budgets",
             "investigation_steps",
             "investigations",
+            "mcp_tool_fingerprints",
             "pending_sign_ins",
             "sessions",
             "tool_results",

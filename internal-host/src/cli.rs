@@ -15,11 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{Agent, TurnLimits};
 use crate::app::{AppState, serve};
 use crate::config::{ClientSecret, Config, CredentialKey, McpLimits, SignInConfig};
-use crate::credentials::CredentialMinter;
 use crate::error::Error;
 use crate::investigations::{AgentIdentity, InvestigationConfig, SynthesisConfig, run_worker};
 use crate::llm::LlmSettings;
-use crate::mcp::McpConnector;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -207,13 +205,9 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
         )
         .with_skills(skills);
         if let Some(servers) = &servers {
-            let minter = CredentialMinter::new(
-                &state.config().credential_key,
-                state.config().mcp_limits.credential_lifetime,
-            );
             let connectors = servers
                 .iter()
-                .map(|server| McpConnector::from_config(server, &minter, state.config().mcp_limits))
+                .map(|server| state.internal_mcp().for_server(server))
                 .collect();
             agent = agent
                 .with_servers(connectors)

@@ -34,29 +34,11 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub struct McpConnector {
     /// The server's name, as tools are namespaced and traces show it.
     pub server: String,
-    endpoint: Endpoint,
+    transport: ServerTransport,
+    /// Mints the acting user's credential for [`ServerTransport::Internal`].
+    minter: CredentialMinter,
     audience: Audience,
     limits: McpLimits,
-}
-
-/// Where a server is and how the host authenticates to it.
-#[derive(Debug, Clone)]
-enum Endpoint {
-    /// internal-mcp: a credential minted per session for the acting user.
-    Internal {
-        url: String,
-        minter: CredentialMinter,
-    },
-    Http {
-        url: String,
-        headers: Vec<(String, Secret)>,
-    },
-    Stdio {
-        command: String,
-        args: Vec<String>,
-        env: Vec<(String, Secret)>,
-        cwd: Option<std::path::PathBuf>,
-    },
 }
 
 /// What a stdio server inherits from the host's environment; everything else it gets is
@@ -148,49 +130,26 @@ impl McpConnector {
     pub fn new(server: &str, url: &str, minter: CredentialMinter, limits: McpLimits) -> Self {
         Self {
             server: server.to_owned(),
-            endpoint: Endpoint::Internal {
+            transport: ServerTransport::Internal {
                 url: url.to_owned(),
-                minter,
             },
+            minter,
             audience: Audience::Everyone,
             limits,
         }
     }
 
-    /// A configured server; `minter` serves the internal-credentials kind.
-    pub fn from_config(
-        config: &ServerConfig,
-        minter: &CredentialMinter,
-        limits: McpLimits,
-    ) -> Self {
-        let endpoint = match &config.transport {
-            ServerTransport::Internal { url } => Endpoint::Internal {
-                url: url.clone(),
-                minter: minter.clone(),
-            },
-            ServerTransport::Http { url, headers } => Endpoint::Http {
-                url: url.clone(),
-                headers: headers.clone(),
-            },
-            ServerTransport::Stdio {
-                command,
-                args,
-                env,
-                cwd,
-            } => Endpoint::Stdio {
-                command: command.clone(),
-                args: args.clone(),
-                env: env.clone(),
-                cwd: cwd.clone(),
-            },
-        };
+    /// A connector for the configured server `config`, minting internal credentials with this
+    /// connector's minter and, unless the server sets its own timeout, with its limits.
+    pub fn for_server(&self, config: &ServerConfig) -> Self {
         Self {
             server: config.name.clone(),
-            endpoint,
+            transport: config.transport.clone(),
+            minter: self.minter.clone(),
             audience: config.audience.clone(),
             limits: McpLimits {
-                call_timeout: config.timeout.unwrap_or(limits.call_timeout),
-                ..limits
+                call_timeout: config.timeout.unwrap_or(self.limits.call_timeout),
+                ..self.limits
             },
         }
     }
@@ -210,31 +169,19 @@ impl McpConnector {
         if !self.admits(user) {
             return Err(self.transport_error("not offered to this user"));
         }
-        let connecting = async {
-            match &self.endpoint {
-                Endpoint::Internal { url, minter } => {
-                    let credential = minter.mint(user, correlation_id)?;
+        // Boxed: rmcp's handshake futures are large, and every caller would carry them inline.
+        let connecting = Box::pin(async {
+            match &self.transport {
+                ServerTransport::Internal { url } => {
+                    let credential = self.minter.mint(user, correlation_id)?;
                     let headers = self.http_headers(correlation_id, &[])?;
-                    let transport = StreamableHttpClientTransport::from_config(
-                        StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                            .auth_header(credential)
-                            .custom_headers(headers),
-                    );
-                    ().serve(transport)
-                        .await
-                        .map_err(|error| self.transport_error(error))
+                    self.serve_http(url, Some(credential), headers).await
                 }
-                Endpoint::Http { url, headers } => {
+                ServerTransport::Http { url, headers } => {
                     let headers = self.http_headers(correlation_id, headers)?;
-                    let transport = StreamableHttpClientTransport::from_config(
-                        StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                            .custom_headers(headers),
-                    );
-                    ().serve(transport)
-                        .await
-                        .map_err(|error| self.transport_error(error))
+                    self.serve_http(url, None, headers).await
                 }
-                Endpoint::Stdio {
+                ServerTransport::Stdio {
                     command,
                     args,
                     env,
@@ -246,7 +193,7 @@ impl McpConnector {
                         .map_err(|error| self.transport_error(error))
                 }
             }
-        };
+        });
         let service = tokio::time::timeout(self.limits.call_timeout, connecting)
             .await
             .map_err(|_| self.transport_error("timed out while connecting"))??;
@@ -255,6 +202,23 @@ impl McpConnector {
             service,
             limits: self.limits,
         })
+    }
+
+    /// Initialises a session over Streamable HTTP with `headers` and, for internal-mcp, the
+    /// user's credential as the bearer token.
+    async fn serve_http(
+        &self,
+        url: &str,
+        credential: Option<String>,
+        headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<RunningService<RoleClient, ()>, Error> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
+        if let Some(credential) = credential {
+            config = config.auth_header(credential);
+        }
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .map_err(|error| self.transport_error(error))
     }
 
     /// The correlation id and `configured` headers (a bad header is a transport error naming the

@@ -402,15 +402,22 @@ impl<'a> Run<'a> {
                 Ok((session, tools)) => {
                     let changed =
                         fingerprints::record(&agent.database, &connector.server, &tools).await?;
-                    let policies =
-                        changed
-                            .iter()
-                            .fold((*agent.policies).clone(), |policies, tool| {
-                                policies.tighten(
-                                    &tools::qualified_name(&connector.server, tool),
-                                    Permission::Ask,
-                                )
-                            });
+                    // The configured policies, copied only when a changed tool must ask.
+                    let tightened;
+                    let policies = if changed.is_empty() {
+                        &*agent.policies
+                    } else {
+                        tightened =
+                            changed
+                                .iter()
+                                .fold((*agent.policies).clone(), |policies, tool| {
+                                    policies.tighten(
+                                        &tools::qualified_name(&connector.server, tool),
+                                        Permission::Ask,
+                                    )
+                                });
+                        &tightened
+                    };
                     if !changed.is_empty() {
                         tracing::warn!(server = %connector.server, tools = ?changed, "MCP tools changed their definition");
                         run.notice(format!(
@@ -422,7 +429,7 @@ impl<'a> Run<'a> {
                         ))
                         .await?;
                     }
-                    run.tools.add_server(&connector.server, &tools, &policies);
+                    run.tools.add_server(&connector.server, &tools, policies);
                     run.sessions.insert(connector.server.clone(), session);
                 }
                 Err(error) => {

@@ -7,9 +7,7 @@
 use std::path::PathBuf;
 
 use internal_host::agent::{Agent, Decision, TurnLimits};
-use internal_host::credentials::CredentialMinter;
 use internal_host::events::{CallStatus, TurnEvent, TurnStatus};
-use internal_host::mcp::McpConnector;
 use internal_host::servers::{self, ServerConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -55,14 +53,9 @@ fn servers_file(harness: &Harness, description: &str, users: &[Uuid]) -> Vec<Ser
 
 /// The harness's agent over `servers`, as `internal-host serve --mcp-servers` builds it.
 fn over(harness: &Harness, servers: &[ServerConfig]) -> Agent {
-    let config = harness.state.config();
-    let minter = CredentialMinter::new(
-        &config.credential_key,
-        config.mcp_limits.credential_lifetime,
-    );
     let connectors = servers
         .iter()
-        .map(|server| McpConnector::from_config(server, &minter, config.mcp_limits))
+        .map(|server| harness.state.internal_mcp().for_server(server))
         .collect();
     harness
         .agent

@@ -2,13 +2,15 @@
 //! (acting user, organisation, role, credential, endpoint, tool, arguments, the SQL it ran, rows
 //! returned, duration, outcome), and admins read their own organisation's trail with `audit_log`.
 //!
-//! A tool tells the trail what it ran through the [`ToolCall`] it is handed; the server writes the
-//! row once the call is over, whatever its outcome.
+//! A tool's result carries what the trail records of it ([`AuditFacts`]: the SQL it ran, the rows
+//! it returned) in its `_meta`; the server takes the facts off before the result leaves, writes the
+//! row once the call is over whatever its outcome, and withholds a result that carries none, so a
+//! tool cannot forget to report what it did.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rmcp::model::{CallToolResult, MetaObject};
 use rmcp::schemars;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,19 +33,24 @@ pub const UNTRUSTED_NOTICE: &str = "Each record's `untrusted` object (arguments,
 /// Argument names whose values never reach the trail.
 const REDACTED_ARGUMENTS: [&str; 1] = [CONFIRMATION_TOKEN_ARGUMENT];
 
-/// One call in progress: who makes it, and what the tool reports about it for the trail.
+/// The `_meta` key under which a tool's result carries its [`AuditFacts`]. The server takes it off
+/// before the result leaves, so no client ever sees it.
+pub const AUDIT_META_KEY: &str = "internal-mcp/audit";
+
+/// One call in progress: who makes it, and the digest a confirmation binds.
 #[derive(Debug, Clone)]
 pub struct ToolCall {
     pub caller: Caller,
     /// The digest a two-step confirmation binds: the whole arguments but the token.
     arguments_digest: [u8; 32],
-    details: Arc<Mutex<CallDetails>>,
 }
 
-#[derive(Debug, Default, Clone)]
-struct CallDetails {
-    sql_text: Option<String>,
-    rows_returned: Option<i64>,
+/// What the trail records of a call besides who made it and with which arguments: the SQL it ran
+/// on the reader connection and how many rows or items it returned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditFacts {
+    pub sql_text: Option<String>,
+    pub rows_returned: Option<i64>,
 }
 
 /// Writes and reads the trail.
@@ -59,6 +66,8 @@ pub struct AuditEntry<'a> {
     pub endpoint: Endpoint,
     pub tool: &'a str,
     pub arguments: Value,
+    /// What the tool's result said it did.
+    pub facts: AuditFacts,
     pub duration: Duration,
     /// `None` when the call succeeded, else what the caller was told.
     pub error: Option<String>,
@@ -134,7 +143,6 @@ impl ToolCall {
         Self {
             caller,
             arguments_digest: arguments_digest(arguments),
-            details: Arc::default(),
         }
     }
 
@@ -142,32 +150,42 @@ impl ToolCall {
     pub fn arguments_digest(&self) -> &[u8; 32] {
         &self.arguments_digest
     }
+}
 
-    /// The SQL the call ran on the reader connection.
-    pub fn record_sql(&self, sql: impl Into<String>) {
-        self.with_details(|details| details.sql_text = Some(sql.into()));
+impl AuditFacts {
+    /// A call that ran `sql` on the reader connection.
+    pub fn ran(sql: impl Into<String>) -> Self {
+        Self {
+            sql_text: Some(sql.into()),
+            rows_returned: None,
+        }
     }
 
-    /// How many rows (or items) the call returned.
-    pub fn record_rows(&self, rows: usize) {
-        self.with_details(|details| {
-            details.rows_returned = Some(i64::try_from(rows).unwrap_or(i64::MAX))
-        });
+    /// ... and returned `rows` rows or items.
+    pub fn with_rows(mut self, rows: usize) -> Self {
+        self.rows_returned = Some(i64::try_from(rows).unwrap_or(i64::MAX));
+        self
     }
 
-    fn with_details(&self, change: impl FnOnce(&mut CallDetails)) {
-        let mut details = self
-            .details
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        change(&mut details);
+    /// Puts the facts into the result's `_meta`, for the server to take off.
+    pub fn attach(self, result: &mut CallToolResult) {
+        let facts = serde_json::to_value(self).unwrap_or_default();
+        result
+            .meta
+            .get_or_insert_with(|| MetaObject(serde_json::Map::new()))
+            .0
+            .insert(AUDIT_META_KEY.to_owned(), facts);
     }
 
-    fn details(&self) -> CallDetails {
-        self.details
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    /// Takes the facts off the result's `_meta` (dropping a `_meta` left empty); `None` when the
+    /// result carries none.
+    pub fn take(result: &mut CallToolResult) -> Option<Self> {
+        let meta = result.meta.as_mut()?;
+        let facts = meta.0.remove(AUDIT_META_KEY);
+        if meta.0.is_empty() {
+            result.meta = None;
+        }
+        serde_json::from_value(facts?).ok()
     }
 }
 
@@ -178,7 +196,7 @@ impl AuditTrail {
 
     /// Records a finished call. A failure to record is logged loudly; the call's result stands.
     pub async fn record(&self, entry: AuditEntry<'_>) {
-        let details = entry.call.details();
+        let facts = entry.facts;
         let caller = &entry.call.caller;
         let outcome = if entry.error.is_some() { "error" } else { "ok" };
         let written = sqlx::query(
@@ -194,8 +212,8 @@ impl AuditTrail {
         .bind(entry.endpoint.name())
         .bind(entry.tool)
         .bind(sqlx::types::Json(capped_arguments(redact(entry.arguments))))
-        .bind(details.sql_text.map(|sql| capped_text(&sql)))
-        .bind(details.rows_returned)
+        .bind(facts.sql_text.map(|sql| capped_text(&sql)))
+        .bind(facts.rows_returned)
         .bind(entry.duration.as_secs_f64() * 1000.0)
         .bind(outcome)
         .bind(entry.error)
@@ -360,6 +378,31 @@ mod tests {
             redacted,
             serde_json::json!({"service": "checkout-api", "confirmation_token": "[redacted]"})
         );
+    }
+
+    #[test]
+    fn facts_ride_in_the_result_and_come_off_it_whole() {
+        let mut result = CallToolResult::structured(serde_json::json!({"rows": []}));
+        AuditFacts::ran("SELECT 1").with_rows(3).attach(&mut result);
+        assert!(result.meta.as_ref().unwrap().0.contains_key(AUDIT_META_KEY));
+        assert_eq!(
+            AuditFacts::take(&mut result),
+            Some(AuditFacts {
+                sql_text: Some("SELECT 1".into()),
+                rows_returned: Some(3)
+            })
+        );
+        assert!(result.meta.is_none(), "the _meta the facts needed is gone");
+        assert_eq!(AuditFacts::take(&mut result), None);
+
+        let mut other = CallToolResult::structured(serde_json::json!({}));
+        other.meta = Some(MetaObject(serde_json::Map::from_iter([(
+            "kept".to_owned(),
+            serde_json::json!(1),
+        )])));
+        AuditFacts::default().attach(&mut other);
+        assert_eq!(AuditFacts::take(&mut other), Some(AuditFacts::default()));
+        assert_eq!(other.meta.unwrap().0.len(), 1, "other _meta stays");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::analytics::correlation::{self, CorrelateIncidentArguments};
 use crate::analytics::noisy::{self, NoisyAlertRulesArguments};
 use crate::analytics::slo::{self, SloBurnArguments};
 use crate::app::AppState;
-use crate::audit::{AuditEntry, AuditLogArguments, ToolCall};
+use crate::audit::{AuditEntry, AuditFacts, AuditLogArguments, AuditView, ToolCall};
 use crate::auth::Caller;
 use crate::config::{Component, Endpoint};
 use crate::error::Error;
@@ -92,6 +92,12 @@ struct TableList {
     note: &'static str,
 }
 
+#[derive(Debug, Serialize)]
+struct TrailPage {
+    notice: &'static str,
+    records: Vec<AuditView>,
+}
+
 impl InternalMcpServer {
     pub fn new(state: AppState, endpoint: Endpoint, tools: ToolRouter<InternalMcpServer>) -> Self {
         Self {
@@ -140,6 +146,7 @@ impl InternalMcpServer {
         call: &ToolCall,
         tool: &str,
         arguments: Value,
+        facts: AuditFacts,
         started: Instant,
         error: Option<String>,
     ) {
@@ -150,6 +157,7 @@ impl InternalMcpServer {
                 endpoint: self.endpoint,
                 tool,
                 arguments,
+                facts,
                 duration: started.elapsed(),
                 error,
             })
@@ -168,14 +176,11 @@ impl InternalMcpServer {
     async fn list_tables(&self, Extension(call): Extension<ToolCall>) -> CallToolResult {
         let result = schema::list_tables(self.state.reader(), call.caller.organization_id)
             .await
-            .map(|tables| {
-                call.record_rows(tables.len());
-                TableList {
-                    tables,
-                    note: "Only your organisation's rows are visible. Samples are per minute: filter metric_samples by series_id and ts.",
-                }
+            .map(|tables| TableList {
+                tables,
+                note: "Only your organisation's rows are visible. Samples are per minute: filter metric_samples by series_id and ts.",
             });
-        respond(result)
+        respond(AuditFacts::default(), result, |list| list.tables.len())
     }
 
     #[tool(
@@ -195,10 +200,7 @@ impl InternalMcpServer {
             &arguments.table,
         )
         .await;
-        if let Ok(table) = &result {
-            call.record_rows(table.columns.len());
-        }
-        respond(result)
+        respond(AuditFacts::default(), result, |table| table.columns.len())
     }
 
     #[tool(
@@ -212,7 +214,6 @@ impl InternalMcpServer {
         Parameters(arguments): Parameters<RunSelectArguments>,
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
-        call.record_sql(arguments.sql.clone());
         let result = self
             .state
             .reader()
@@ -222,10 +223,9 @@ impl InternalMcpServer {
                 arguments.max_rows,
             )
             .await;
-        if let Ok(selected) = &result {
-            call.record_rows(selected.row_count);
-        }
-        respond(result)
+        respond(AuditFacts::ran(arguments.sql), result, |selected| {
+            selected.row_count
+        })
     }
 
     #[tool(
@@ -239,13 +239,13 @@ impl InternalMcpServer {
         Parameters(arguments): Parameters<ExplainSelectArguments>,
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
-        call.record_sql(arguments.sql.clone());
-        respond(
-            self.state
-                .reader()
-                .explain_select(call.caller.organization_id, &arguments.sql)
-                .await,
-        )
+        let result = self
+            .state
+            .reader()
+            .explain_select(call.caller.organization_id, &arguments.sql)
+            .await;
+        // EXPLAIN runs nothing, so it returns no rows.
+        respond(AuditFacts::ran(arguments.sql), result, |_| 0)
     }
 }
 
@@ -267,13 +267,8 @@ impl InternalMcpServer {
             call.caller.organization_id,
             &arguments,
         )
-        .await
-        .map(|(report, sql)| {
-            call.record_sql(sql);
-            call.record_rows(report.windows.len());
-            report
-        });
-        respond(result)
+        .await;
+        respond_ran(result, |report| report.windows.len())
     }
 
     #[tool(
@@ -287,14 +282,9 @@ impl InternalMcpServer {
         Parameters(arguments): Parameters<SloBurnArguments>,
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
-        let result = slo::slo_burn(self.state.reader(), call.caller.organization_id, &arguments)
-            .await
-            .map(|(report, sql)| {
-                call.record_sql(sql);
-                call.record_rows(report.worst_hours.len());
-                report
-            });
-        respond(result)
+        let result =
+            slo::slo_burn(self.state.reader(), call.caller.organization_id, &arguments).await;
+        respond_ran(result, |report| report.worst_hours.len())
     }
 
     #[tool(
@@ -308,12 +298,12 @@ impl InternalMcpServer {
         Parameters(arguments): Parameters<NoisyAlertRulesArguments>,
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
-        call.record_sql(noisy::NOISY_RULES);
         let result =
             noisy::noisy_alert_rules(self.state.reader(), call.caller.organization_id, &arguments)
-                .await
-                .inspect(|report| call.record_rows(report.rules.len()));
-        respond(result)
+                .await;
+        respond(AuditFacts::ran(noisy::NOISY_RULES), result, |report| {
+            report.rules.len()
+        })
     }
 }
 
@@ -335,13 +325,8 @@ impl InternalMcpServer {
             call.caller.organization_id,
             &arguments,
         )
-        .await
-        .map(|(report, sql)| {
-            call.record_sql(sql);
-            call.record_rows(report.suspects.len());
-            report
-        });
-        respond(result)
+        .await;
+        respond_ran(result, |report| report.suspects.len())
     }
 
     #[tool(
@@ -361,7 +346,6 @@ impl InternalMcpServer {
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
         operation_result(
-            &call,
             self.state
                 .operations()
                 .acknowledge_service_alerts(&call, &arguments)
@@ -386,7 +370,6 @@ impl InternalMcpServer {
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
         operation_result(
-            &call,
             self.state
                 .operations()
                 .annotate_incident(&call, &arguments)
@@ -411,7 +394,6 @@ impl InternalMcpServer {
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
         operation_result(
-            &call,
             self.state
                 .operations()
                 .silence_monitor(&call, &arguments)
@@ -436,7 +418,6 @@ impl InternalMcpServer {
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
         operation_result(
-            &call,
             self.state
                 .operations()
                 .transition_incident(&call, &arguments)
@@ -460,11 +441,11 @@ impl InternalMcpServer {
             .audit()
             .read(call.caller.organization_id, &arguments)
             .await
-            .map(|records| {
-                call.record_rows(records.len());
-                json!({ "notice": crate::audit::UNTRUSTED_NOTICE, "records": records })
+            .map(|records| TrailPage {
+                notice: crate::audit::UNTRUSTED_NOTICE,
+                records,
             });
-        respond(result)
+        respond(AuditFacts::default(), result, |page| page.records.len())
     }
 }
 
@@ -523,8 +504,15 @@ impl ServerHandler for InternalMcpServer {
                 "no tool named {tool:?} on this endpoint ({})",
                 self.endpoint.path()
             );
-            self.audit(&call, &tool, arguments, started, Some(message.clone()))
-                .await;
+            self.audit(
+                &call,
+                &tool,
+                arguments,
+                AuditFacts::default(),
+                started,
+                Some(message.clone()),
+            )
+            .await;
             return Err(ErrorData::invalid_params(message, None));
         };
         let admitted = policy::may_call(caller.role, declared)
@@ -533,8 +521,15 @@ impl ServerHandler for InternalMcpServer {
             Ok(admission) => admission,
             Err(error) => {
                 let message = error.to_string();
-                self.audit(&call, &tool, arguments, started, Some(message))
-                    .await;
+                self.audit(
+                    &call,
+                    &tool,
+                    arguments,
+                    AuditFacts::default(),
+                    started,
+                    Some(message),
+                )
+                .await;
                 return Ok(error.into_tool_result().into());
             }
         };
@@ -547,9 +542,17 @@ impl ServerHandler for InternalMcpServer {
             response = self.tools.call(ToolCallContext::new(self, request, context)) => response,
             () = cancelled.cancelled() => {
                 let message = "cancelled by the client before it finished".to_owned();
-                self.audit(&call, &tool, arguments, started, Some(message.clone())).await;
+                self.audit(&call, &tool, arguments, AuditFacts::default(), started, Some(message.clone())).await;
                 return Err(ErrorData::internal_error(message, None));
             }
+        };
+        let (response, facts) = match response {
+            Ok(CallToolResponse::Complete(result)) => {
+                let (result, facts) = audited(&tool, result);
+                (Ok(CallToolResponse::Complete(result)), facts)
+            }
+            // Arguments the tool's schema refuses never reach the tool.
+            other => (other, AuditFacts::default()),
         };
         let error = match &response {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
@@ -558,7 +561,8 @@ impl ServerHandler for InternalMcpServer {
             Ok(_) => None,
             Err(error) => Some(error.message.to_string()),
         };
-        self.audit(&call, &tool, arguments, started, error).await;
+        self.audit(&call, &tool, arguments, facts, started, error)
+            .await;
         response
     }
 
@@ -629,8 +633,15 @@ impl ServerHandler for InternalMcpServer {
         };
         match result {
             Ok(value) => {
-                self.audit(&call, "resources/read", arguments, started, None)
-                    .await;
+                self.audit(
+                    &call,
+                    "resources/read",
+                    arguments,
+                    AuditFacts::default(),
+                    started,
+                    None,
+                )
+                .await;
                 let contents = ResourceContents::text(value.to_string(), uri)
                     .with_mime_type("application/json");
                 Ok(ReadResourceResult::new(vec![contents]).into())
@@ -641,6 +652,7 @@ impl ServerHandler for InternalMcpServer {
                     &call,
                     "resources/read",
                     arguments,
+                    AuditFacts::default(),
                     started,
                     Some(message.clone()),
                 )
@@ -681,26 +693,73 @@ fn caller_of(context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> 
         .ok_or_else(|| ErrorData::internal_error("the request carries no verified caller", None))
 }
 
-/// A tool's result: structured JSON on success, an `isError` result with the message otherwise.
-fn respond<T: Serialize>(result: Result<T, Error>) -> CallToolResult {
-    match result.and_then(|value| {
-        serde_json::to_value(value)
-            .map_err(|error| Error::Query(format!("the result could not be encoded: {error}")))
-    }) {
-        Ok(value) => CallToolResult::structured(value),
-        Err(error) => error.into_tool_result(),
+/// A tool's result: structured JSON on success, an `isError` result with the message otherwise,
+/// carrying what the trail records: `facts` (what the tool ran, whatever came of it) and, on
+/// success, the rows or items `count` finds in the answer.
+fn respond<T: Serialize>(
+    facts: AuditFacts,
+    result: Result<T, Error>,
+    count: impl FnOnce(&T) -> usize,
+) -> CallToolResult {
+    let (mut result, facts) = match result {
+        Ok(value) => {
+            let facts = facts.with_rows(count(&value));
+            match serde_json::to_value(value) {
+                Ok(value) => (CallToolResult::structured(value), facts),
+                Err(error) => (
+                    Error::Query(format!("the result could not be encoded: {error}"))
+                        .into_tool_result(),
+                    facts,
+                ),
+            }
+        }
+        Err(error) => (error.into_tool_result(), facts),
+    };
+    facts.attach(&mut result);
+    result
+}
+
+/// [`respond`] for a tool whose answer comes with the SQL it ran.
+fn respond_ran<T: Serialize>(
+    result: Result<(T, impl Into<String>), Error>,
+    count: impl FnOnce(&T) -> usize,
+) -> CallToolResult {
+    match result {
+        Ok((value, sql)) => respond(AuditFacts::ran(sql), Ok(value), count),
+        Err(error) => respond(AuditFacts::default(), Err(error), count),
+    }
+}
+
+/// Takes the audit facts off a tool's result. A result that carries none is withheld: a tool that
+/// does not say what it did gives no answer, so forgetting to report fails every test that calls it.
+fn audited(tool: &str, mut result: CallToolResult) -> (CallToolResult, AuditFacts) {
+    match AuditFacts::take(&mut result) {
+        Some(facts) => (result, facts),
+        None => {
+            tracing::error!(
+                tool,
+                "the tool's result carries no audit facts; the result is withheld"
+            );
+            let withheld = Error::Refused(format!(
+                "internal error: {tool} did not report what it did for the audit trail, so its result is withheld"
+            ));
+            (withheld.into_tool_result(), AuditFacts::default())
+        }
     }
 }
 
 /// A privileged operation's result. An issued confirmation token goes into the result's `_meta`
 /// under [`CONFIRMATION_META_KEY`] and nowhere else: not in the structured content, not in the text
 /// copy a model reads. The host holding the session reads it and confirms only after a person did.
-fn operation_result(call: &ToolCall, result: Result<OperationOutcome, Error>) -> CallToolResult {
+fn operation_result(result: Result<OperationOutcome, Error>) -> CallToolResult {
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(error) => return error.into_tool_result(),
+        Err(error) => {
+            let mut result = error.into_tool_result();
+            AuditFacts::default().attach(&mut result);
+            return result;
+        }
     };
-    call.record_rows(outcome.rows);
     let mut result = CallToolResult::structured(outcome.answer);
     if let Some(confirmation) = outcome.confirmation {
         let mut meta = serde_json::Map::new();
@@ -714,6 +773,9 @@ fn operation_result(call: &ToolCall, result: Result<OperationOutcome, Error>) ->
         );
         result.meta = Some(MetaObject(meta));
     }
+    AuditFacts::default()
+        .with_rows(outcome.rows)
+        .attach(&mut result);
     result
 }
 
@@ -767,6 +829,35 @@ mod tests {
                 tool.name
             );
         }
+    }
+
+    #[test]
+    fn a_result_without_audit_facts_is_withheld_and_one_with_them_goes_out_without_them() {
+        let (withheld, facts) =
+            audited("new_tool", CallToolResult::structured(json!({"secret": 1})));
+        assert_eq!(withheld.is_error, Some(true));
+        assert!(first_text(&withheld).contains("new_tool did not report"));
+        assert!(!format!("{withheld:?}").contains("secret"));
+        assert_eq!(facts, AuditFacts::default());
+
+        let answered = respond(
+            AuditFacts::ran("SELECT 1"),
+            Ok(json!({"rows": [[1]]})),
+            |_| 1,
+        );
+        let (answered, facts) = audited("run_select", answered);
+        assert_ne!(answered.is_error, Some(true));
+        assert!(answered.meta.is_none(), "the facts never leave the server");
+        assert_eq!(facts.sql_text.as_deref(), Some("SELECT 1"));
+        assert_eq!(facts.rows_returned, Some(1));
+
+        let refused = respond_ran(Err::<((), &str), _>(Error::Refused("no".into())), |_| 0);
+        let (refused, facts) = audited("slo_burn", refused);
+        assert_eq!(refused.is_error, Some(true));
+        assert_eq!(facts, AuditFacts::default());
+
+        let planned = operation_result(Err(Error::NotFound("no such monitor".into())));
+        assert!(audited("silence_monitor", planned).0.meta.is_none());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{InternalMcpServer, respond};
 use crate::analytics::correlation::{IncidentSummary, find_incident};
 use crate::analytics::within;
-use crate::audit::ToolCall;
+use crate::audit::{AuditFacts, ToolCall};
 use crate::error::Error;
 use crate::policy;
 use crate::reader::Reader;
@@ -138,9 +138,8 @@ impl InternalMcpServer {
             call.caller.organization_id,
             &arguments,
         )
-        .await
-        .inspect(|page| call.record_rows(page.incidents.len()));
-        respond(result)
+        .await;
+        respond(AuditFacts::default(), result, |page| page.incidents.len())
     }
 
     #[tool(
@@ -159,9 +158,10 @@ impl InternalMcpServer {
             call.caller.organization_id,
             &arguments.incident,
         )
-        .await
-        .inspect(|detail| call.record_rows(detail.timeline.len()));
-        respond(result)
+        .await;
+        respond(AuditFacts::default(), result, |detail| {
+            detail.timeline.len()
+        })
     }
 
     #[tool(
@@ -175,10 +175,9 @@ impl InternalMcpServer {
         Parameters(arguments): Parameters<IncidentAlertsArguments>,
         Extension(call): Extension<ToolCall>,
     ) -> CallToolResult {
-        let result = incident_alerts(self.state.reader(), call.caller.organization_id, &arguments)
-            .await
-            .inspect(|alerts| call.record_rows(alerts.alerts.len()));
-        respond(result)
+        let result =
+            incident_alerts(self.state.reader(), call.caller.organization_id, &arguments).await;
+        respond(AuditFacts::default(), result, |alerts| alerts.alerts.len())
     }
 }
 

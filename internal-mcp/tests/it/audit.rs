@@ -4,7 +4,7 @@
 use internal_mcp::config::Endpoint;
 use serde_json::json;
 
-use crate::support::{TestApp, call, failure, success};
+use crate::support::{TestApp, call, failure, story, success};
 
 #[tokio::test]
 async fn every_call_is_recorded_and_admins_read_their_own_organisations_trail() {
@@ -202,4 +202,103 @@ async fn old_records_and_expired_confirmations_are_purged_and_oversized_argument
         .await
         .unwrap();
     assert_eq!(left, 1, "the live confirmation stays");
+}
+
+/// Every tool reports what it returned through its result, and nothing of that report reaches the
+/// client. The table of arguments must name every tool the server lists, so a new tool comes with
+/// a call here, and a tool that forgot to report would have its result withheld.
+#[tokio::test]
+async fn every_tool_reports_its_rows_to_the_trail_through_its_result() {
+    let app = TestApp::spawn().await;
+    let story = story("acme");
+    let dana = app.user("acme", "dana").await;
+    let organization = app.organization_id("acme").await;
+    let (number, monitor, alerting): (i32, String, String) = sqlx::query_as(
+        "SELECT (SELECT max(number) FROM incidents WHERE organization_id = $1 AND status = 'open'),
+                (SELECT name FROM monitors WHERE organization_id = $1 ORDER BY name LIMIT 1),
+                (SELECT s.name FROM alerts a JOIN services s ON s.id = a.service_id
+                  WHERE a.organization_id = $1 AND a.state = 'firing' AND a.acknowledged_at IS NULL
+                  ORDER BY s.name LIMIT 1)",
+    )
+    .bind(organization)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let incident = format!("INC-{number}");
+    let calls = [
+        ("list_tables", json!({})),
+        ("describe_table", json!({"table": "deployments"})),
+        ("run_select", json!({"sql": "SELECT name FROM services"})),
+        (
+            "explain_select",
+            json!({"sql": "SELECT name FROM services"}),
+        ),
+        ("detect_anomalies", json!({"service": story.service})),
+        ("slo_burn", json!({"service": story.service})),
+        ("noisy_alert_rules", json!({})),
+        ("correlate_incident", json!({"incident": incident})),
+        (
+            "list_incidents_opened_since",
+            json!({"since": "2000-01-01T00:00:00Z"}),
+        ),
+        ("get_incident", json!({"incident": incident})),
+        ("incident_alerts", json!({"incident": incident})),
+        ("acknowledge_service_alerts", json!({"service": alerting})),
+        (
+            "annotate_incident",
+            json!({"incident": incident, "note": "Looking"}),
+        ),
+        ("silence_monitor", json!({"monitor": monitor, "minutes": 5})),
+        (
+            "transition_incident",
+            json!({"incident": incident, "action": "acknowledge"}),
+        ),
+        ("audit_log", json!({})),
+    ];
+    let client = app.client(Endpoint::All, "acme", "dana").await;
+    let mut listed: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|tool| tool.name.to_string())
+        .collect();
+    listed.sort();
+    let in_order: Vec<&str> = calls.iter().map(|(tool, _)| *tool).collect();
+    let mut named: Vec<String> = in_order.iter().map(|tool| (*tool).to_owned()).collect();
+    named.sort();
+    assert_eq!(named, listed, "every tool has a call in this test");
+
+    for (tool, arguments) in calls {
+        let result = call(&client, tool, arguments).await;
+        success(&result);
+        let meta = serde_json::to_value(&result.meta).unwrap();
+        assert!(
+            meta.get("internal-mcp/audit").is_none(),
+            "{tool}: the trail's facts reached the client: {meta}"
+        );
+    }
+    let recorded: Vec<(String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT tool, rows_returned, sql_text FROM internal_mcp_audit_log
+          WHERE user_id = $1 AND outcome = 'ok' ORDER BY id",
+    )
+    .bind(dana.id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    let tools: Vec<&str> = recorded.iter().map(|(tool, _, _)| tool.as_str()).collect();
+    assert_eq!(tools, in_order, "one ok record per call");
+    for (tool, rows, sql) in &recorded {
+        assert!(rows.is_some(), "{tool} reported no rows: {recorded:?}");
+        let runs_sql = [
+            "run_select",
+            "explain_select",
+            "detect_anomalies",
+            "slo_burn",
+            "noisy_alert_rules",
+            "correlate_incident",
+        ]
+        .contains(&tool.as_str());
+        assert_eq!(sql.is_some(), runs_sql, "{tool}: {sql:?}");
+    }
 }

@@ -730,11 +730,15 @@ fn respond_ran<T: Serialize>(
     }
 }
 
-/// Takes the audit facts off a tool's result. A result that carries none is withheld: a tool that
-/// does not say what it did gives no answer, so forgetting to report fails every test that calls it.
+/// Takes the audit facts off a tool's result. A successful result that carries none is withheld: a
+/// tool that does not say what it did gives no answer, so forgetting to report fails every test
+/// that calls it.
 fn audited(tool: &str, mut result: CallToolResult) -> (CallToolResult, AuditFacts) {
     match AuditFacts::take(&mut result) {
         Some(facts) => (result, facts),
+        // A refusal returns nothing, so it has nothing to report (rmcp's own refusals of
+        // arguments come this way too, and their message must reach the caller).
+        None if result.is_error == Some(true) => (result, AuditFacts::default()),
         None => {
             tracing::error!(
                 tool,
@@ -850,6 +854,14 @@ mod tests {
         assert!(answered.meta.is_none(), "the facts never leave the server");
         assert_eq!(facts.sql_text.as_deref(), Some("SELECT 1"));
         assert_eq!(facts.rows_returned, Some(1));
+
+        let bare_refusal = Error::Refused("no".into()).into_tool_result();
+        let (passed, _) = audited("any", bare_refusal);
+        assert_eq!(
+            first_text(&passed),
+            "no",
+            "a refusal's message reaches the caller"
+        );
 
         let refused = respond_ran(Err::<((), &str), _>(Error::Refused("no".into())), |_| 0);
         let (refused, facts) = audited("slo_burn", refused);

@@ -1,5 +1,6 @@
 //! Anomaly windows in a service's metrics: robust z-scores of per-bucket values against a trailing
-//! baseline, computed in one SQL statement over the raw samples.
+//! baseline. SQL averages the raw samples per bucket (one index range scan per series); the scan
+//! over the buckets is `scan`'s.
 //!
 //! For each bucket, the baseline is the median of the preceding `K/2` buckets (the level), the
 //! difference between the medians of the two halves of the preceding `K` buckets (the trend), and
@@ -19,6 +20,7 @@ use rmcp::schemars;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::scan::{BucketedSeries, NOISE_BUCKETS, scan_all};
 use super::{check_metric, find_service, latest_sample, within};
 use crate::error::Error;
 use crate::reader::{Reader, ScopedTransaction};
@@ -108,109 +110,26 @@ impl ScanParameters {
     };
 }
 
-/// Buckets over which the noise is measured.
-const NOISE_BUCKETS: i32 = 60;
-
-/// $1 service ids, $2 metric or NULL, $3 since, $4 until, $5 bucket minutes, $6 baseline buckets
-/// (K), $7 noise buckets (W), $8 opening |z|, $9 closing |z|, $10 limit.
-pub(crate) const FIND_WINDOWS: &str = r#"
-WITH RECURSIVE series AS (
-    SELECT ms.id, ms.name AS metric, s.name AS service
-      FROM metric_series ms
-      JOIN services s ON s.organization_id = ms.organization_id AND s.id = ms.service_id
-     WHERE s.id = ANY ($1) AND ($2::text IS NULL OR ms.name = $2)
-),
-buckets AS (
-    SELECT series.id AS series_id,
-           date_bin(make_interval(mins => $5), sample.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-           avg(sample.value) AS value
-      FROM series
-      JOIN metric_samples sample ON sample.series_id = series.id
-     WHERE sample.ts >= $3 - make_interval(mins => $5 * greatest($6, $7))
-       AND sample.ts < $4
-     GROUP BY 1, 2
-),
-arrays AS (
-    SELECT series_id,
-           array_agg(bucket ORDER BY bucket) AS times,
-           array_agg(value ORDER BY bucket) AS vals,
-           array_agg(step ORDER BY bucket) AS steps
-      FROM (SELECT *, abs(value - lag(value) OVER (PARTITION BY series_id ORDER BY bucket)) AS step
-              FROM buckets) with_steps
-     GROUP BY series_id
-),
-baselines AS (
-    SELECT a.series_id, i, a.vals[i] AS value, a.vals[i + 1] AS next_value,
-           recent.value AS level,
-           (recent.value - earlier.value) / ($6 / 2) AS slope,
-           greatest(1.0484 * noise.value, 0.01 * abs(recent.value), 1e-6) AS spread
-      FROM arrays a
-     CROSS JOIN LATERAL generate_subscripts(a.vals, 1) AS i
-     CROSS JOIN LATERAL (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS value
-                           FROM unnest(a.vals[i - $6 / 2 : i - 1]) AS v) recent
-     CROSS JOIN LATERAL (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS value
-                           FROM unnest(a.vals[i - $6 : i - $6 / 2 - 1]) AS v) earlier
-     CROSS JOIN LATERAL (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS value
-                           FROM unnest(a.steps[greatest(i - $7 + 1, 2) : i - 1]) AS v) noise
-     WHERE a.times[i] >= $3 AND i > $6 AND i < cardinality(a.vals)
-),
-starts AS (
-    SELECT b.series_id, b.i, b.level, b.slope, b.spread, sign(now_.z) AS direction
-      FROM baselines b
-     CROSS JOIN LATERAL (
-         SELECT CASE WHEN sign(flat) = sign(trend) THEN sign(flat) * least(abs(flat), abs(trend)) ELSE 0 END / b.spread AS z
-           FROM (SELECT b.value - b.level AS flat, b.value - b.level - b.slope * ($6 / 4.0 + 0.5) AS trend) d
-     ) now_
-     CROSS JOIN LATERAL (
-         SELECT CASE WHEN sign(flat) = sign(trend) THEN sign(flat) * least(abs(flat), abs(trend)) ELSE 0 END / b.spread AS z
-           FROM (SELECT b.next_value - b.level AS flat, b.next_value - b.level - b.slope * ($6 / 4.0 + 1.5) AS trend) d
-     ) next_
-     WHERE abs(now_.z) >= $8 AND sign(next_.z) = sign(now_.z) AND abs(next_.z) >= $9
-),
-windows AS (
-    SELECT s.*, coalesce(calm.j, cardinality(a.vals) + 1) AS after_last, calm.j IS NULL AS ongoing
-      FROM starts s
-      JOIN arrays a ON a.series_id = s.series_id
-     CROSS JOIN LATERAL (
-         SELECT min(j) AS j
-           FROM generate_series(s.i + 2, cardinality(a.vals)) AS j
-          CROSS JOIN LATERAL (
-              SELECT a.vals[j] - s.level AS flat,
-                     a.vals[j] - s.level - s.slope * ($6 / 4.0 + 0.5 + least(j - s.i, $6 / 2)) AS trend
-          ) d
-          WHERE s.direction * CASE WHEN sign(flat) = sign(trend) THEN sign(flat) * least(abs(flat), abs(trend)) ELSE 0 END
-                < $9 * s.spread
-     ) calm
-),
-chain AS (
-    SELECT first_window.*
-      FROM (SELECT DISTINCT series_id FROM windows) with_windows
-     CROSS JOIN LATERAL (SELECT w.* FROM windows w WHERE w.series_id = with_windows.series_id
-                          ORDER BY w.i LIMIT 1) first_window
-    UNION ALL
-    SELECT next_window.*
-      FROM chain c
-     CROSS JOIN LATERAL (SELECT w.* FROM windows w WHERE w.series_id = c.series_id AND w.i >= c.after_last + $6
-                          ORDER BY w.i LIMIT 1) next_window
-)
-SELECT series.service, series.metric,
-       CASE WHEN k.direction > 0 THEN 'above' ELSE 'below' END AS direction,
-       a.times[k.i] AS start,
-       CASE WHEN k.ongoing THEN NULL ELSE a.times[k.after_last] END AS "end",
-       k.ongoing,
-       (k.after_last - k.i)::int AS buckets,
-       peak.z AS peak_z, a.vals[peak.j] AS peak_value, a.times[peak.j] AS peak_at,
-       k.level AS baseline
-  FROM chain k
-  JOIN arrays a ON a.series_id = k.series_id
-  JOIN series ON series.id = k.series_id
+/// $1 service ids, $2 metric or NULL, $3 since, $4 until, $5 bucket minutes, $6 buckets of history
+/// before `since` the baselines need. One row per series: its buckets' times and mean values,
+/// oldest first (an index range scan of each series' samples).
+pub(crate) const BUCKETS: &str = r#"
+SELECT s.name AS service, ms.name AS metric,
+       array_agg(b.bucket ORDER BY b.bucket) AS times, array_agg(b.value ORDER BY b.bucket) AS "values"
+  FROM metric_series ms
+  JOIN services s ON s.organization_id = ms.organization_id AND s.id = ms.service_id
  CROSS JOIN LATERAL (
-     SELECT j, (a.vals[j] - k.level) / k.spread AS z
-       FROM generate_series(k.i, k.after_last - 1) AS j
-      ORDER BY abs(a.vals[j] - k.level) DESC LIMIT 1
- ) peak
- ORDER BY abs(peak.z) DESC, start
- LIMIT $10
+     SELECT date_bin(make_interval(mins => $5), sample.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+            avg(sample.value) AS value
+       FROM metric_samples sample
+      WHERE sample.series_id = ms.id
+        AND sample.ts >= $3 - make_interval(mins => $5 * $6)
+        AND sample.ts < $4
+      GROUP BY 1
+ ) b
+ WHERE s.id = ANY ($1) AND ($2::text IS NULL OR ms.name = $2)
+ GROUP BY ms.id, s.name, ms.name
+ ORDER BY s.name, ms.name
 "#;
 
 /// The `detect_anomalies` tool.
@@ -283,7 +202,7 @@ pub async fn detect_anomalies(
         windows,
         hint,
     };
-    Ok((report, FIND_WINDOWS))
+    Ok((report, BUCKETS))
 }
 
 /// Anomaly windows of `service_ids` between `since` and `until`, strongest first. Shared with the
@@ -297,20 +216,18 @@ pub(crate) async fn find_windows(
     until: DateTime<Utc>,
     parameters: ScanParameters,
 ) -> Result<Vec<AnomalyWindow>, Error> {
-    sqlx::query_as(FIND_WINDOWS)
+    let history = parameters.baseline_buckets.max(NOISE_BUCKETS as i32);
+    let series: Vec<BucketedSeries> = sqlx::query_as(BUCKETS)
         .bind(service_ids)
         .bind(metric)
         .bind(since)
         .bind(until)
         .bind(parameters.bucket_minutes)
-        .bind(parameters.baseline_buckets)
-        .bind(NOISE_BUCKETS)
-        .bind(parameters.threshold)
-        .bind(parameters.threshold / 2.0)
-        .bind(parameters.limit)
+        .bind(history)
         .fetch_all(&mut **transaction)
         .await
-        .map_err(|error| reader.failure(error))
+        .map_err(|error| reader.failure(error))?;
+    Ok(scan_all(&series, since, parameters))
 }
 
 fn method_description(parameters: ScanParameters) -> String {

@@ -13,7 +13,7 @@ use rmcp::schemars;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::anomalies::{AnomalyWindow, FIND_WINDOWS, ScanParameters, find_windows};
+use super::anomalies::{AnomalyWindow, BUCKETS, ScanParameters, find_windows};
 use super::within;
 use crate::error::Error;
 use crate::reader::{Reader, ScopedTransaction};
@@ -191,7 +191,7 @@ pub async fn correlate_incident(
         metric_changes,
         conclusion,
     };
-    Ok((report, format!("{RANK_DEPLOYMENTS};\n{FIND_WINDOWS}")))
+    Ok((report, format!("{RANK_DEPLOYMENTS};\n{BUCKETS}")))
 }
 
 /// The incident named by a reference (`INC-4`), a number or an id, in the caller's organisation.

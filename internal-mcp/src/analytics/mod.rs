@@ -9,6 +9,7 @@
 pub mod anomalies;
 pub mod correlation;
 pub mod noisy;
+mod scan;
 pub mod slo;
 
 use chrono::{DateTime, Utc};

@@ -51,8 +51,11 @@ impl Databases {
         reader_connections: u32,
         allow_other_databases: bool,
     ) -> Result<Self, Error> {
+        // No ping before each acquire here either: the role look-up and the audit insert are on
+        // every call's path, and a connection that died fails its one query, loudly.
         let privileged = PgPoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(privileged.clone().application_name("internal-mcp"))
             .await
             .map_err(|error| {

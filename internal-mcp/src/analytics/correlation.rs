@@ -105,16 +105,20 @@ candidates AS (
        AND d.started_at <= incident.opened_at
 ),
 impact AS (
-    SELECT c.id, ms.name AS metric,
-           avg(sample.value) FILTER (WHERE sample.ts < c.started_at) AS before_mean,
-           stddev_samp(sample.value) FILTER (WHERE sample.ts < c.started_at) AS before_stddev,
-           avg(sample.value) FILTER (WHERE sample.ts >= c.started_at) AS after_mean
+    -- Per deployment and series, so each reads its own 90 minutes through the primary key
+    -- (a join over all the samples would let the planner scan the whole table).
+    SELECT c.id, ms.name AS metric, around.before_mean, around.before_stddev, around.after_mean
       FROM candidates c
       JOIN metric_series ms ON ms.service_id = c.service_id AND ms.name IN ('error_rate', 'latency_p95_ms')
-      JOIN metric_samples sample ON sample.series_id = ms.id
-                                AND sample.ts >= c.started_at - interval '60 minutes'
-                                AND sample.ts < c.started_at + make_interval(mins => $3)
-     GROUP BY c.id, ms.name
+     CROSS JOIN LATERAL (
+         SELECT avg(sample.value) FILTER (WHERE sample.ts < c.started_at) AS before_mean,
+                stddev_samp(sample.value) FILTER (WHERE sample.ts < c.started_at) AS before_stddev,
+                avg(sample.value) FILTER (WHERE sample.ts >= c.started_at) AS after_mean
+           FROM metric_samples sample
+          WHERE sample.series_id = ms.id
+            AND sample.ts >= c.started_at - interval '60 minutes'
+            AND sample.ts < c.started_at + make_interval(mins => $3)
+     ) around
 ),
 measured AS (
     SELECT i.id, i.metric, i.before_mean, i.after_mean,

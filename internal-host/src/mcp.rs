@@ -373,7 +373,7 @@ impl McpSession {
     }
 }
 
-fn describe(tool: &Tool) -> ToolDescription {
+pub(crate) fn describe(tool: &Tool) -> ToolDescription {
     let annotations = tool.annotations.as_ref();
     let read_only = annotations.and_then(|a| a.read_only_hint) == Some(true)
         && annotations.and_then(|a| a.destructive_hint) != Some(true);

@@ -66,12 +66,7 @@ async fn main() -> anyhow::Result<()> {
         report.metric_samples,
         report.elapsed.as_secs_f64()
     );
-    let mut admin = test_harness::admin_connection().await?;
-    sqlx::query(&format!(
-        "ALTER ROLE internal_mcp_reader LOGIN PASSWORD '{READER_PASSWORD}'"
-    ))
-    .execute(&mut admin)
-    .await?;
+    test_harness::give_role_a_login("internal_mcp_reader", READER_PASSWORD).await?;
 
     let story = seed::stories(&options)
         .into_iter()

@@ -184,6 +184,34 @@ pub async fn admin_connection() -> Result<PgConnection, HarnessError> {
     server::shared()?.admin_connection().await
 }
 
+/// Gives the cluster-wide `role` a login with `password`. PostgreSQL refuses two concurrent changes
+/// of one role ("tuple concurrently updated"), so every caller, in any test process, takes the same
+/// advisory lock first.
+pub async fn give_role_a_login(role: &str, password: &str) -> Result<(), HarnessError> {
+    let action = "give a role a login";
+    let mut admin = admin_connection().await?;
+    let mut transaction = admin
+        .begin()
+        .await
+        .map_err(HarnessError::database(action))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('test-harness: ALTER ROLE'))")
+        .execute(&mut *transaction)
+        .await
+        .map_err(HarnessError::database(action))?;
+    let role = role.replace('"', "\"\"");
+    let password = password.replace('\'', "''");
+    sqlx::query(&format!(
+        "ALTER ROLE \"{role}\" LOGIN PASSWORD '{password}'"
+    ))
+    .execute(&mut *transaction)
+    .await
+    .map_err(HarnessError::database(action))?;
+    transaction
+        .commit()
+        .await
+        .map_err(HarnessError::database(action))
+}
+
 /// A `postgres://` URL for the database `pool` is connected to, for a child process that must
 /// reach the same database (for example to prepare a template with a real binary).
 pub fn url_of(pool: &PgPool) -> Result<String, HarnessError> {

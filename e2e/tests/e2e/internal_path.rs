@@ -36,13 +36,9 @@ impl InternalMcp {
     pub(crate) async fn start(backend: &Backend) -> Self {
         let database = &backend.database;
         // Roles are cluster-wide: the migration made the reader role; give it a login here.
-        let mut admin = test_harness::admin_connection().await.unwrap();
-        sqlx::query(&format!(
-            "ALTER ROLE internal_mcp_reader LOGIN PASSWORD '{READER_PASSWORD}'"
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        test_harness::give_role_a_login("internal_mcp_reader", READER_PASSWORD)
+            .await
+            .unwrap();
         // Planner statistics, as autovacuum gathers them on a live database (the cost cap uses them).
         sqlx::query("ANALYZE")
             .execute(&database.pool)

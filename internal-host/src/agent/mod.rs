@@ -20,7 +20,7 @@ mod history;
 mod limits;
 pub mod policy;
 pub mod prompts;
-mod schema;
+pub(crate) mod schema;
 mod text;
 pub mod tools;
 pub(crate) mod trace;

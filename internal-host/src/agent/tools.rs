@@ -199,8 +199,14 @@ impl ToolSet {
                 parameters: tool.schema.clone(),
             })
             .collect();
-        if self.skills && !self.groups.is_empty() {
-            specs.push(self.activate_spec());
+        // Only groups still to activate: a weak model cannot spend its steps activating again.
+        let inactive: Vec<&String> = self
+            .groups
+            .keys()
+            .filter(|group| !self.active.contains(*group))
+            .collect();
+        if self.skills && !inactive.is_empty() {
+            specs.push(activate_spec_of(&inactive));
         }
         if self.paging {
             specs.push(read_result_spec());
@@ -213,9 +219,19 @@ impl ToolSet {
         self.paging = true;
     }
 
-    /// `host__activate`, with the group names as its enum.
+    /// `host__activate` with every group name as its enum, as activations are checked.
     pub fn activate_spec(&self) -> ToolSpec {
-        ToolSpec {
+        activate_spec_of(&self.groups.keys().collect::<Vec<_>>())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.specs().into_iter().map(|spec| spec.name).collect()
+    }
+}
+
+/// `host__activate`, with `groups` as its enum.
+fn activate_spec_of(groups: &[&String]) -> ToolSpec {
+    ToolSpec {
             name: qualified_name(HOST, ACTIVATE),
             description: "Activate a capability group from the index in the system prompt: its tools are offered to \
                           you from your next step on."
@@ -224,16 +240,11 @@ impl ToolSet {
                 "type": "object",
                 "additionalProperties": false,
                 "properties": {
-                    "group": {"type": "string", "enum": self.groups.keys().collect::<Vec<_>>()}
+                    "group": {"type": "string", "enum": groups}
                 },
                 "required": ["group"]
             }),
         }
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.specs().into_iter().map(|spec| spec.name).collect()
-    }
 }
 
 /// The host's pager over results that were cut.

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 use super::http::{self, ApiKey, Decoder, Timeouts};
 use super::sse::SseEvent;
+use crate::agent::tools::{HOST, split_name};
+
 use super::{
     EventStream, FinishReason, LlmError, Message, ModelInfo, Provider, Request, Role, StreamEvent,
     ToolCall, ToolSpec, Usage,
@@ -229,18 +231,33 @@ fn reply_schema(tools: &[ToolSpec], tool_call_only: bool) -> Value {
     })
 }
 
-/// The part of a tool's input schema that servers turning schemas into grammars all accept:
-/// types, properties, required, items, enums and bounds. Anything else (references, patterns,
-/// formats) is dropped, which only loosens the constraint; the host's own check of the arguments
-/// against the full schema still runs before any call.
+/// The longest string and the most items an argument may have in the grammar, where its schema
+/// sets no lower bound: a weak model otherwise writes one string until the token limit cuts the
+/// reply, which then holds no call at all.
+const GRAMMAR_MAX_LENGTH: u64 = 500;
+const GRAMMAR_MAX_ITEMS: u64 = 20;
+/// `$ref`s nested deeper than this become "any value" rather than being followed forever.
+const GRAMMAR_MAX_REF_DEPTH: usize = 16;
+
+/// A tool's input schema as a grammar: the part that servers turning schemas into grammars all
+/// accept (types, properties, required, items, enums, bounds), with local `$ref`s resolved, objects
+/// closed to other properties, and strings and arrays bounded. Patterns and formats are dropped;
+/// the host checks the arguments against the full schema before any call, and everything the
+/// grammar allows passes that check.
 fn grammar_safe(schema: &Value) -> Value {
-    const KEPT: [&str; 10] = [
+    grammar_of(schema, schema, 0)
+}
+
+fn grammar_of(schema: &Value, root: &Value, depth: usize) -> Value {
+    const KEPT: [&str; 12] = [
         "type",
         "required",
         "enum",
         "const",
         "minimum",
         "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
         "minItems",
         "maxItems",
         "minLength",
@@ -249,8 +266,15 @@ fn grammar_safe(schema: &Value) -> Value {
     let Some(object) = schema.as_object() else {
         return json!({});
     };
-    if object.contains_key("$ref") {
-        return json!({});
+    if let Some(reference) = object.get("$ref") {
+        let target = reference
+            .as_str()
+            .and_then(|reference| reference.strip_prefix('#'))
+            .and_then(|pointer| root.pointer(pointer));
+        return match target {
+            Some(target) if depth < GRAMMAR_MAX_REF_DEPTH => grammar_of(target, root, depth + 1),
+            _ => json!({}),
+        };
     }
     let mut safe = serde_json::Map::new();
     for (key, value) in object {
@@ -261,31 +285,62 @@ fn grammar_safe(schema: &Value) -> Value {
         {
             let properties = properties
                 .iter()
-                .map(|(name, property)| (name.clone(), grammar_safe(property)))
+                .map(|(name, property)| (name.clone(), grammar_of(property, root, depth)))
                 .collect();
             safe.insert(key.clone(), Value::Object(properties));
+            safe.insert("additionalProperties".into(), Value::Bool(false));
         } else if key == "items" {
-            safe.insert(key.clone(), grammar_safe(value));
-        } else if (key == "anyOf" || key == "oneOf")
-            && let Some(branches) = value.as_array()
+            safe.insert(key.clone(), grammar_of(value, root, depth));
+        } else if let ("anyOf" | "oneOf" | "allOf", Some(branches)) =
+            (key.as_str(), value.as_array())
         {
-            safe.insert(
-                "anyOf".into(),
-                Value::Array(branches.iter().map(grammar_safe).collect()),
-            );
+            let name = if key == "allOf" { "allOf" } else { "anyOf" };
+            let branches = branches
+                .iter()
+                .map(|branch| grammar_of(branch, root, depth))
+                .collect();
+            safe.insert(name.into(), Value::Array(branches));
         }
+    }
+    let free = !safe.contains_key("enum") && !safe.contains_key("const");
+    if free && allows_type(&safe, "string") {
+        bound(&mut safe, "minLength", "maxLength", GRAMMAR_MAX_LENGTH);
+    }
+    if free && allows_type(&safe, "array") {
+        bound(&mut safe, "minItems", "maxItems", GRAMMAR_MAX_ITEMS);
     }
     Value::Object(safe)
 }
 
-/// True while the user's latest message has no tool result after it: the model must look at the
-/// data before it answers.
+fn allows_type(schema: &serde_json::Map<String, Value>, name: &str) -> bool {
+    match schema.get("type") {
+        Some(Value::String(kind)) => kind == name,
+        Some(Value::Array(kinds)) => kinds.iter().any(|kind| kind == name),
+        _ => false,
+    }
+}
+
+/// Sets `maximum` to at most `cap`, never below the schema's own `minimum`.
+fn bound(schema: &mut serde_json::Map<String, Value>, minimum: &str, maximum: &str, cap: u64) {
+    let least = schema.get(minimum).and_then(Value::as_u64).unwrap_or(0);
+    let most = schema
+        .get(maximum)
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX)
+        .min(cap.max(least));
+    schema.insert(maximum.to_owned(), Value::from(most));
+}
+
+/// True while no call of a server's tool followed the user's latest message: the model must look
+/// at the product's data before it answers (the host's own tools, such as activating a capability
+/// group, give it none).
 fn must_look_first(messages: &[Message]) -> bool {
-    messages
+    !messages
         .iter()
         .rev()
-        .find(|message| message.role != Role::System)
-        .is_some_and(|message| message.role == Role::User)
+        .take_while(|message| message.role != Role::User)
+        .flat_map(|message| &message.tool_calls)
+        .any(|call| split_name(&call.name).is_none_or(|(server, _)| server != HOST))
 }
 
 /// What [`ToolMode::JsonSchema`] tells the model about the tools and the reply's shape.
@@ -651,7 +706,11 @@ mod tests {
         );
         assert_eq!(
             branches[0]["properties"]["arguments"],
-            json!({"type": "object", "properties": {"sql": {"type": "string"}}})
+            json!({
+                "type": "object",
+                "properties": {"sql": {"type": "string", "maxLength": GRAMMAR_MAX_LENGTH}},
+                "additionalProperties": false,
+            })
         );
         let looked = [
             asked.clone(),
@@ -666,18 +725,37 @@ mod tests {
         assert_eq!(schema["anyOf"][1]["required"], json!(["answer"]));
         let next_question = [looked, vec![Message::user("And closed ones?")]].concat();
         assert!(must_look_first(&next_question));
+        let activate = ToolCall {
+            id: "call_2".into(),
+            name: "host__activate".into(),
+            arguments: r#"{"group": "sql"}"#.into(),
+        };
+        let only_activated = [
+            next_question,
+            vec![
+                Message::assistant("", vec![activate]),
+                Message::tool_result("call_2", "The group sql is active."),
+            ],
+        ]
+        .concat();
+        assert!(
+            must_look_first(&only_activated),
+            "the host's own tools give no data to answer from"
+        );
     }
 
     #[test]
-    fn argument_schemas_keep_only_what_a_grammar_accepts() {
+    fn argument_grammars_resolve_references_close_objects_and_bound_lengths() {
         let schema = json!({
             "type": "object",
-            "$defs": {"Window": {"type": "string"}},
+            "$defs": {"Action": {"type": "string", "enum": ["acknowledge", "resolve"]}},
             "properties": {
                 "incident": {"type": "string", "pattern": "^INC-[0-9]+$", "description": "INC-4"},
-                "window": {"$ref": "#/$defs/Window"},
+                "action": {"$ref": "#/$defs/Action"},
+                "loop": {"$ref": "#/properties/loop"},
                 "limit": {"type": ["integer", "null"], "minimum": 1, "format": "uint32"},
                 "ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                "note": {"type": "string", "minLength": 1, "maxLength": 10000},
             },
             "required": ["incident"],
         });
@@ -686,14 +764,151 @@ mod tests {
             json!({
                 "type": "object",
                 "properties": {
-                    "incident": {"type": "string"},
-                    "window": {},
+                    "incident": {"type": "string", "maxLength": GRAMMAR_MAX_LENGTH},
+                    "action": {"type": "string", "enum": ["acknowledge", "resolve"]},
+                    "loop": {},
                     "limit": {"type": ["integer", "null"], "minimum": 1},
-                    "ids": {"type": "array", "items": {"type": "string"}},
+                    "ids": {
+                        "type": "array",
+                        "items": {"type": "string", "maxLength": GRAMMAR_MAX_LENGTH},
+                        "maxItems": GRAMMAR_MAX_ITEMS,
+                    },
+                    "note": {"type": "string", "minLength": 1, "maxLength": GRAMMAR_MAX_LENGTH},
                 },
+                "additionalProperties": false,
                 "required": ["incident"],
             })
         );
+    }
+
+    /// Every argument object the grammar of each of internal-mcp's real tools allows (as the host
+    /// offers them) passes the host's check against the tool's full schema, so a weak model's call
+    /// always reaches the server. Instances are drawn at random from the grammar.
+    #[test]
+    fn whatever_the_grammar_allows_passes_the_hosts_check_of_every_real_tool() {
+        use crate::agent::policy::ToolPolicies;
+        use crate::agent::tools::ToolSet;
+        use internal_mcp::config::Endpoint;
+        use internal_mcp::server::InternalMcpServer;
+
+        let described: Vec<_> = InternalMcpServer::tools_for(Endpoint::All)
+            .list_all()
+            .iter()
+            .map(crate::mcp::describe)
+            .collect();
+        assert!(
+            described.len() >= 16,
+            "internal-mcp's tools: {}",
+            described.len()
+        );
+        let mut set = ToolSet::new(true);
+        set.add_server(
+            "internal-mcp",
+            &described,
+            &ToolPolicies::from_annotations(),
+        );
+        let mut specs = set.all_specs();
+        specs.push(crate::agent::tools::read_result_spec());
+        let mut random = Lcg(7);
+        for spec in &specs {
+            let grammar = grammar_safe(&spec.parameters);
+            assert!(
+                !grammar.to_string().contains("$ref"),
+                "{}: {grammar}",
+                spec.name
+            );
+            for _ in 0..200 {
+                let arguments = instance(&grammar, &mut random, 0);
+                let errors = crate::agent::schema::validate(&spec.parameters, &arguments);
+                assert!(
+                    errors.is_empty(),
+                    "{}: the grammar allows {arguments}, which the host refuses: {errors:?}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % bound.max(1)
+        }
+    }
+
+    /// One value the grammar `schema` allows, picked at random (bounds included).
+    fn instance(schema: &Value, random: &mut Lcg, depth: usize) -> Value {
+        assert!(depth < 32, "the grammar nests too deeply: {schema}");
+        if let Some(Value::Array(values)) = schema.get("enum") {
+            return values[random.below(values.len() as u64) as usize].clone();
+        }
+        if let Some(value) = schema.get("const") {
+            return value.clone();
+        }
+        if let Some(Value::Array(branches)) = schema.get("anyOf") {
+            let branch = &branches[random.below(branches.len() as u64) as usize];
+            return instance(branch, random, depth + 1);
+        }
+        let kind = match schema.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            Some(Value::Array(kinds)) => kinds[random.below(kinds.len() as u64) as usize]
+                .as_str()
+                .unwrap_or("null")
+                .to_owned(),
+            _ => return json!(random.below(100)),
+        };
+        let number = |key: &str| schema.get(key).and_then(Value::as_f64);
+        match kind.as_str() {
+            "object" => {
+                let required: Vec<&str> = schema
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|names| names.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut object = serde_json::Map::new();
+                if let Some(Value::Object(properties)) = schema.get("properties") {
+                    for (name, property) in properties {
+                        if required.contains(&name.as_str()) || random.below(2) == 0 {
+                            object.insert(name.clone(), instance(property, random, depth + 1));
+                        }
+                    }
+                }
+                Value::Object(object)
+            }
+            "array" => {
+                let least = number("minItems").unwrap_or(0.0) as u64;
+                let most = number("maxItems").unwrap_or(f64::MAX) as u64;
+                let count = least + random.below(most - least + 1);
+                let items = schema.get("items").cloned().unwrap_or(json!({}));
+                (0..count)
+                    .map(|_| instance(&items, random, depth + 1))
+                    .collect()
+            }
+            "string" => {
+                let least = number("minLength").unwrap_or(0.0) as u64;
+                let most = number("maxLength").unwrap_or(f64::MAX) as u64;
+                let length =
+                    [least, most, least + random.below(most - least + 1)][random.below(3) as usize];
+                Value::String("é".repeat(length as usize))
+            }
+            "integer" | "number" => {
+                let least = number("minimum")
+                    .or(number("exclusiveMinimum").map(|bound| bound + 1.0))
+                    .unwrap_or(-1e6);
+                let most = number("maximum")
+                    .or(number("exclusiveMaximum").map(|bound| bound - 1.0))
+                    .unwrap_or(1e6);
+                let span = (most - least).max(0.0) as u64;
+                json!(least as i64 + random.below(span + 1) as i64)
+            }
+            "boolean" => json!(random.below(2) == 0),
+            _ => Value::Null,
+        }
     }
 
     #[test]

@@ -1292,6 +1292,16 @@ async fn with_skills_the_model_gets_a_groups_tools_only_after_activating_it() {
         !second.contains(&"internal-mcp__annotate_incident".to_owned()),
         "{second:?}"
     );
+    let activate = requests[2]
+        .tools
+        .iter()
+        .find(|tool| tool.name == "host__activate")
+        .expect("groups are left to activate");
+    assert_eq!(
+        activate.parameters["properties"]["group"]["enum"],
+        json!(["incidents", "metrics"]),
+        "only the groups still to activate"
+    );
     assert!(
         requests[2].messages[0]
             .content

@@ -60,15 +60,9 @@ pub async fn give_the_reader_a_login() {
     static LOGIN: OnceCell<()> = OnceCell::const_new();
     LOGIN
         .get_or_init(|| async {
-            let mut admin = test_harness::admin_connection()
+            test_harness::give_role_a_login("internal_mcp_reader", READER_PASSWORD)
                 .await
-                .expect("an admin connection");
-            sqlx::query(&format!(
-                "ALTER ROLE internal_mcp_reader LOGIN PASSWORD '{READER_PASSWORD}'"
-            ))
-            .execute(&mut admin)
-            .await
-            .expect("the reader gets a login");
+                .expect("the reader gets a login");
         })
         .await;
 }

@@ -85,29 +85,14 @@ fn assert_migrator_is_fresh() {
 }
 
 /// Roles are cluster-wide: the migration creates `internal_mcp_reader` without a login, and tests
-/// give it one, once per process (concurrent ALTER ROLEs are retried).
+/// give it one, once per process.
 async fn give_the_reader_a_login() {
     static LOGIN: OnceCell<()> = OnceCell::const_new();
     LOGIN
         .get_or_init(|| async {
-            for attempt in 0..10 {
-                let mut admin = test_harness::admin_connection()
-                    .await
-                    .expect("an admin connection");
-                let altered = sqlx::query(&format!(
-                    "ALTER ROLE internal_mcp_reader LOGIN PASSWORD '{READER_PASSWORD}'"
-                ))
-                .execute(&mut admin)
-                .await;
-                match altered {
-                    Ok(_) => return,
-                    Err(error) if attempt < 9 => {
-                        eprintln!("retrying ALTER ROLE: {error}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(error) => panic!("cannot give the reader a login: {error}"),
-                }
-            }
+            test_harness::give_role_a_login("internal_mcp_reader", READER_PASSWORD)
+                .await
+                .expect("the reader gets a login");
         })
         .await;
 }

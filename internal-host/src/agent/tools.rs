@@ -232,19 +232,19 @@ impl ToolSet {
 /// `host__activate`, with `groups` as its enum.
 fn activate_spec_of(groups: &[&String]) -> ToolSpec {
     ToolSpec {
-            name: qualified_name(HOST, ACTIVATE),
-            description: "Activate a capability group from the index in the system prompt: its tools are offered to \
-                          you from your next step on."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                    "group": {"type": "string", "enum": groups}
-                },
-                "required": ["group"]
-            }),
-        }
+        name: qualified_name(HOST, ACTIVATE),
+        description: "Activate a capability group from the index in the system prompt: its tools are offered to \
+                      you from your next step on."
+            .to_owned(),
+        parameters: json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "group": {"type": "string", "enum": groups}
+            },
+            "required": ["group"]
+        }),
+    }
 }
 
 /// The host's pager over results that were cut.

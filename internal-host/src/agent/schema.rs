@@ -294,7 +294,7 @@ fn check_object(
 }
 
 /// A local reference such as `#/$defs/IncidentAction`.
-fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+pub(crate) fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     let pointer = reference.strip_prefix('#')?;
     root.pointer(pointer)
 }

@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 
 use super::http::{self, ApiKey, Decoder, Timeouts};
 use super::sse::SseEvent;
-use crate::agent::tools::{HOST, split_name};
-
 use super::{
     EventStream, FinishReason, LlmError, Message, ModelInfo, Provider, Request, Role, StreamEvent,
     ToolCall, ToolSpec, Usage,
 };
+use crate::agent::schema;
+use crate::agent::tools::{HOST, split_name};
 
 /// How tools are offered to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -232,7 +232,7 @@ fn reply_schema(tools: &[ToolSpec], tool_call_only: bool) -> Value {
 }
 
 /// The longest string and the most items an argument may have in the grammar, where its schema
-/// sets no lower bound: a weak model otherwise writes one string until the token limit cuts the
+/// allows more (or sets no bound): a weak model otherwise writes one string until the token limit cuts the
 /// reply, which then holds no call at all.
 const GRAMMAR_MAX_LENGTH: u64 = 500;
 const GRAMMAR_MAX_ITEMS: u64 = 20;
@@ -269,8 +269,7 @@ fn grammar_of(schema: &Value, root: &Value, depth: usize) -> Value {
     if let Some(reference) = object.get("$ref") {
         let target = reference
             .as_str()
-            .and_then(|reference| reference.strip_prefix('#'))
-            .and_then(|pointer| root.pointer(pointer));
+            .and_then(|reference| schema::resolve(root, reference));
         return match target {
             Some(target) if depth < GRAMMAR_MAX_REF_DEPTH => grammar_of(target, root, depth + 1),
             _ => json!({}),

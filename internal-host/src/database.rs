@@ -21,6 +21,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// What an administrator runs once per cluster (the role) and database (the schema); run again, it
 /// sets the role's password to `password`. The password must not contain a single quote.
+///
+/// One transaction behind an advisory lock: the role is the cluster's, so two bootstraps at once
+/// (two databases of one cluster, say) would otherwise race on its catalog row and one would fail
+/// with "tuple concurrently updated".
 pub fn bootstrap_sql(password: &str) -> Result<String, Error> {
     if password.len() < 16 || password.contains(['\'', '\\']) {
         return Err(Error::Startup(
@@ -28,7 +32,9 @@ pub fn bootstrap_sql(password: &str) -> Result<String, Error> {
         ));
     }
     Ok(format!(
-        "DO $$ BEGIN
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('internal-host: bootstrap'));
+         DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN
              CREATE ROLE {ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{password}';
            ELSE
@@ -40,7 +46,8 @@ pub fn bootstrap_sql(password: &str) -> Result<String, Error> {
          -- sqlx serialises migrations with an advisory lock; the product's hardening takes these
          -- functions away from PUBLIC.
          GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint),
-                                   pg_catalog.pg_advisory_unlock(bigint) TO {ROLE};"
+                                   pg_catalog.pg_advisory_unlock(bigint) TO {ROLE};
+         COMMIT;"
     ))
 }
 

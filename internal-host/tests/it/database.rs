@@ -1,9 +1,10 @@
 //! The host's own schema and role: migrations run as the role, inside its schema, and the role can
 //! touch none of the product's tables; a role that could is refused at start-up.
 
+use internal_host::database::bootstrap_sql;
 use internal_host::{AppState, Error};
 
-use crate::support::{host_config, seeded_database};
+use crate::support::{HOST_PASSWORD, host_config, seeded_database};
 
 #[tokio::test]
 async fn the_host_migrates_its_own_schema_and_cannot_read_product_tables() {
@@ -67,4 +68,25 @@ async fn a_role_with_any_privilege_on_a_product_table_is_refused() {
         .execute(&database.pool)
         .await
         .expect("the revoke");
+}
+
+#[tokio::test]
+async fn bootstraps_run_at_once_all_succeed() {
+    // The role is the cluster's: without the bootstrap's lock, concurrent ALTER ROLE statements
+    // fail with "tuple concurrently updated" (two e2e tests once started their hosts together).
+    let database = seeded_database().await;
+    let sql = bootstrap_sql(HOST_PASSWORD).expect("a valid password");
+    let mut bootstraps = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (pool, sql) = (database.pool.clone(), sql.clone());
+        bootstraps.spawn(async move { sqlx::raw_sql(&sql).execute(&pool).await.map(|_| ()) });
+    }
+    while let Some(outcome) = bootstraps.join_next().await {
+        outcome
+            .expect("the bootstrap task")
+            .expect("a bootstrap beside others succeeds");
+    }
+    AppState::connect(host_config(&database, "http://127.0.0.1:1/mcp"))
+        .await
+        .expect("the host starts after them");
 }

@@ -4,7 +4,8 @@
 //! after each deployment), at the 10-million-sample scale. Prints p50/p99; asserts nothing about time.
 //!
 //! It also measures `run_select` of `select 1` and of a group-by over the samples, through an rmcp
-//! client over HTTP and on a direct reader connection, side by side.
+//! client over HTTP and on a direct reader connection, side by side, with what every call costs
+//! before its tool runs (`tools/list`, one round trip to PostgreSQL) to read the difference by.
 //!
 //! `cargo bench -p internal-mcp --bench analytics` (PostgreSQL from the test harness, like the
 //! tests). `BENCH_SCALE` (default 5, about 10 million samples over 7 days) and `BENCH_QUERIES`
@@ -18,8 +19,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use demo_backend::domain::kinds::Role;
 use demo_backend::http::{self, RateLimit};
 use demo_backend::seed::{self, SeedOptions};
+use internal_mcp::analytics::correlation;
 use internal_mcp::auth::{CredentialRequest, mint_credential};
-use internal_mcp::config::{Config, Endpoint, SigningKey};
+use internal_mcp::config::{Config, Endpoint, Limits, SigningKey};
+use internal_mcp::reader::{Reader, with_session_settings};
 use internal_mcp::{AppState, serve};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -147,7 +150,26 @@ async fn main() -> anyhow::Result<()> {
         &mut latencies,
         &answer,
     );
-    bench_run_select(&internal, &reader, organization_id, until, queries * 10).await?;
+    // internal-mcp's own reader, on connections of its own, for the direct side of the figures
+    // (two, as the server's pool has several: a released connection is pinged before its reuse).
+    let direct_reader = Reader::new(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(with_session_settings(reader.clone(), &Limits::DEFAULT))
+            .await?,
+        Limits::DEFAULT,
+    );
+    print_ranking_plan(&database.pool, &direct_reader, organization_id, number).await?;
+    bench_http(&format!("http://{address}"), &credential, queries * 10).await?;
+    bench_run_select(
+        &internal,
+        &direct_reader,
+        &reader,
+        organization_id,
+        until,
+        queries * 10,
+    )
+    .await?;
 
     // (b) external-mcp's tools over the public REST API.
     let token = report.organizations[0]
@@ -163,16 +185,129 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `run_select` through rmcp over HTTP against the same query on a direct reader connection
-/// (a read-only transaction with the organisation set, as internal-mcp runs it), side by side.
+/// The plan of correlate_incident's ranking query as it ran (EXPLAIN ANALYZE, as the reader, in
+/// internal-mcp's transaction), to show which indexes answer it.
+async fn print_ranking_plan(
+    pool: &sqlx::PgPool,
+    reader: &Reader,
+    organization_id: Uuid,
+    number: i32,
+) -> anyhow::Result<()> {
+    let incident_id: Uuid =
+        sqlx::query_scalar("SELECT id FROM incidents WHERE organization_id = $1 AND number = $2")
+            .bind(organization_id)
+            .bind(number)
+            .fetch_one(pool)
+            .await?;
+    let mut transaction = reader.begin(organization_id).await?;
+    let lines: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, COSTS OFF) {}",
+        correlation::RANK_DEPLOYMENTS
+    ))
+    .bind(incident_id)
+    .bind(180_i32)
+    .bind(30_i32)
+    .fetch_all(&mut *transaction)
+    .await?;
+    println!("correlate_incident's ranking query, as it ran:");
+    for line in lines {
+        println!("    {line}");
+    }
+    Ok(())
+}
+
+/// Where a call's time goes on the server's side: a bare HTTP round trip, `tools/list` and
+/// `run_select` of `select 1` sent by hand (no MCP client), which add the credential check and
+/// role look-up, then the tool.
+async fn bench_http(base: &str, credential: &str, runs: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let post = |message: &Value| {
+        http.post(format!("{base}{}", Endpoint::All.path()))
+            .bearer_auth(credential)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(message)
+    };
+    let mut bare = Vec::with_capacity(runs);
+    let mut listing = Vec::with_capacity(runs);
+    let mut selecting = Vec::with_capacity(runs);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let select = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "run_select", "arguments": {"sql": "SELECT 1 AS one"}}});
+    for _ in 0..runs {
+        bare.push(timed(http.get(format!("{base}/healthz"))).await?.0);
+        listing.push(timed(post(&list)).await?.0);
+        let (elapsed, answer) = timed(post(&select)).await?;
+        selecting.push(elapsed);
+        anyhow::ensure!(
+            String::from_utf8_lossy(&answer).contains("row_count"),
+            "run_select did not answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    print_latencies("HTTP GET /healthz (axum, no credential)", &mut bare, "-");
+    print_latencies(
+        "tools/list over HTTP without an MCP client (credential check, role lookup)",
+        &mut listing,
+        "-",
+    );
+    print_latencies(
+        "run_select select 1 over HTTP without an MCP client",
+        &mut selecting,
+        "-",
+    );
+    Ok(())
+}
+
+/// How long `request` took to answer in full, and its body; a failure status is an error.
+async fn timed(request: reqwest::RequestBuilder) -> anyhow::Result<(Duration, axum::body::Bytes)> {
+    let started = Instant::now();
+    let body = request.send().await?.error_for_status()?.bytes().await?;
+    Ok((started.elapsed(), body))
+}
+
+/// `run_select` through rmcp over HTTP against the same query on a direct reader connection,
+/// side by side: bare (one query on a connection with the organisation set, server defaults), in
+/// the transaction internal-mcp opens for its analytics (`Reader::begin`), and through
+/// `Reader::run_select` without HTTP. Before them, what any call costs before its tool runs:
+/// `tools/list` over rmcp/HTTP (HTTP, the credential check and the user's role lookup) and one
+/// round trip to PostgreSQL, so the difference can be read in round trips.
 async fn bench_run_select(
     internal: &Client,
-    reader: &sqlx::postgres::PgConnectOptions,
+    reader: &Reader,
+    reader_options: &sqlx::postgres::PgConnectOptions,
     organization_id: Uuid,
     until: DateTime<Utc>,
     runs: usize,
 ) -> anyhow::Result<()> {
     use sqlx::{Connection as _, Executor as _};
+    let mut listing = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        internal.list_tools(None).await?;
+        listing.push(started.elapsed());
+    }
+    print_latencies(
+        "tools/list over rmcp/HTTP (HTTP, credential check, role lookup)",
+        &mut listing,
+        "-",
+    );
+    let mut direct = sqlx::PgConnection::connect_with(reader_options).await?;
+    let mut round_trips = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        direct.execute("SELECT 1").await?;
+        round_trips.push(started.elapsed());
+    }
+    print_latencies(
+        "one round trip to PostgreSQL (simple-protocol SELECT 1)",
+        &mut round_trips,
+        "-",
+    );
+    direct
+        .execute(format!("SET app.organization_id = '{organization_id}'").as_str())
+        .await?;
+
     // Every series of the organisation over the 6 hours before the seed's end, per metric: an
     // index range scan per series, the way the tools teach.
     let group_by = format!(
@@ -184,26 +319,32 @@ async fn bench_run_select(
         (until - chrono::Duration::hours(6)).to_rfc3339(),
         until.to_rfc3339()
     );
-    let mut direct = sqlx::PgConnection::connect_with(reader).await?;
     for (label, sql) in [
         ("select 1", "SELECT 1 AS one"),
         ("group-by over 6 h of samples", group_by.as_str()),
     ] {
         let mut over_mcp = Vec::with_capacity(runs);
-        let mut on_direct = Vec::with_capacity(runs);
+        let mut bare = Vec::with_capacity(runs);
+        let mut in_transaction = Vec::with_capacity(runs);
+        let mut guarded = Vec::with_capacity(runs);
         for _ in 0..runs {
+            let started = Instant::now();
+            reader.run_select(organization_id, sql, None).await?;
+            guarded.push(started.elapsed());
+
             let started = Instant::now();
             structured(&call(internal, "run_select", json!({ "sql": sql })).await?)?;
             over_mcp.push(started.elapsed());
 
             let started = Instant::now();
-            let mut transaction = direct.begin().await?;
-            transaction
-                .execute(format!("SET LOCAL app.organization_id = '{organization_id}'").as_str())
-                .await?;
+            sqlx::query(sql).fetch_all(&mut direct).await?;
+            bare.push(started.elapsed());
+
+            let started = Instant::now();
+            let mut transaction = reader.begin(organization_id).await?;
             sqlx::query(sql).fetch_all(&mut *transaction).await?;
-            transaction.rollback().await?;
-            on_direct.push(started.elapsed());
+            drop(transaction);
+            in_transaction.push(started.elapsed());
         }
         print_latencies(
             &format!("run_select {label} over rmcp/HTTP"),
@@ -211,8 +352,20 @@ async fn bench_run_select(
             "-",
         );
         print_latencies(
-            &format!("{label} on a direct reader connection"),
-            &mut on_direct,
+            &format!("{label} on a direct reader connection, bare"),
+            &mut bare,
+            "-",
+        );
+        print_latencies(
+            &format!("{label} on a direct reader connection, in internal-mcp's transaction"),
+            &mut in_transaction,
+            "-",
+        );
+        print_latencies(
+            &format!(
+                "{label} through Reader::run_select, no HTTP (parse, guard function, reading)"
+            ),
+            &mut guarded,
             "-",
         );
     }

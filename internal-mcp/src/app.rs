@@ -20,11 +20,12 @@ use tower_http::trace::TraceLayer;
 use crate::admission::AdmissionControl;
 use crate::audit::AuditTrail;
 use crate::auth::{Authenticator, require_service_credential};
-use crate::config::Config;
+use crate::config::{Config, MAX_REQUEST_BODY_BYTES};
 use crate::database::Databases;
 use crate::error::Error;
 use crate::operations::Operations;
-use crate::reader::Reader;
+use crate::reader::{self, Reader};
+use crate::roles::Roles;
 use crate::server::InternalMcpServer;
 
 /// How often old audit records and expired confirmations are purged.
@@ -39,6 +40,7 @@ struct Inner {
     databases: Databases,
     reader: Reader,
     authenticator: Authenticator,
+    roles: Roles,
     operations: Operations,
     audit: AuditTrail,
     admission: AdmissionControl,
@@ -51,16 +53,23 @@ impl AppState {
         config.validate()?;
         let databases = Databases::connect(
             &config.privileged_database,
-            &config.reader_database,
+            &reader::with_session_settings(config.reader_database.clone(), &config.limits),
             config.reader_connections,
             config.allow_reader_in_other_databases,
         )
         .await?;
         let reader = Reader::new(databases.reader.clone(), config.limits);
+        reader.check_session_settings().await?;
         let audit = AuditTrail::new(databases.privileged.clone());
         audit.spawn_purging(config.audit_retention, PURGE_INTERVAL);
+        let roles = Roles::new(databases.privileged.clone());
         Ok(Self(Arc::new(Inner {
-            authenticator: Authenticator::new(&config.credentials, databases.privileged.clone()),
+            authenticator: Authenticator::new(
+                &config.credentials,
+                databases.privileged.clone(),
+                roles.clone(),
+            ),
+            roles,
             operations: Operations::new(
                 databases.privileged.clone(),
                 reader.clone(),
@@ -94,6 +103,10 @@ impl AppState {
         &self.0.operations
     }
 
+    pub fn roles(&self) -> &Roles {
+        &self.0.roles
+    }
+
     pub fn audit(&self) -> &AuditTrail {
         &self.0.audit
     }
@@ -108,13 +121,13 @@ impl AppState {
 pub fn router(state: &AppState) -> Router {
     let mut endpoints = Router::new();
     for &endpoint in &state.config().endpoints {
-        let tools = InternalMcpServer::tools_for(endpoint);
+        let tools = Arc::new(InternalMcpServer::tools_for(endpoint));
         let server_state = state.clone();
         let transport = StreamableHttpServerConfig::default()
             .with_allowed_hosts(state.config().allowed_hosts.clone())
             .with_legacy_session_mode(false)
             .with_json_response(true)
-            .with_max_request_body_bytes(1024 * 1024);
+            .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES);
         let service = StreamableHttpService::new(
             move || {
                 Ok(InternalMcpServer::new(
@@ -137,13 +150,17 @@ pub fn router(state: &AppState) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-/// Serves the app on `listener` until `shutdown` completes.
+/// Serves the app on `listener` until `shutdown` completes, then writes the audit records still
+/// queued.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(&state))
+    let served = axum::serve(listener, router(&state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    // The records of the last calls are written before the process may end.
+    state.audit().flush().await;
+    served
 }

@@ -10,11 +10,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use demo_backend::domain::kinds::Role;
 use rmcp::model::{CallToolResult, MetaObject};
 use rmcp::schemars;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::analytics::within;
@@ -22,6 +24,7 @@ use crate::auth::Caller;
 use crate::config::Endpoint;
 use crate::error::Error;
 use crate::operations::{CONFIRMATION_TOKEN_ARGUMENT, arguments_digest};
+use crate::text::beginning_within;
 
 /// The most bytes of arguments or SQL text one record stores; longer ones are cut, and say so.
 pub const MAX_STORED_BYTES: usize = 16 * 1024;
@@ -53,10 +56,49 @@ pub struct AuditFacts {
     pub rows_returned: Option<i64>,
 }
 
-/// Writes and reads the trail.
+/// Writes and reads the trail. Cheap to clone.
+///
+/// Records are written off the calls' path: [`AuditTrail::record`] queues a record and returns,
+/// and one writer task inserts them in the order they were queued, several to a transaction when
+/// they come fast. The queue is bounded, so a stalled database slows callers down instead of
+/// growing memory. [`AuditTrail::flush`] waits until everything queued before it is written: the
+/// server flushes after every change a privileged tool made (its record is stored before its
+/// caller hears of it), `audit_log` flushes before it reads, and `serve` flushes when it stops.
 #[derive(Debug, Clone)]
 pub struct AuditTrail {
     database: PgPool,
+    queue: mpsc::Sender<Queued>,
+}
+
+/// How many records may wait for the writer before callers wait for room.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// The most records the writer inserts in one transaction.
+const MOST_RECORDS_PER_WRITE: usize = 128;
+
+#[derive(Debug)]
+enum Queued {
+    Record(Box<Row>),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// One record as it is stored: owned, capped and storable.
+#[derive(Debug)]
+struct Row {
+    at: DateTime<Utc>,
+    organization_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    credential_id: String,
+    endpoint: &'static str,
+    tool: String,
+    arguments: Value,
+    sql_text: Option<String>,
+    rows_returned: Option<i64>,
+    duration_ms: f64,
+    outcome: &'static str,
+    message: Option<String>,
 }
 
 /// A finished call, ready to be recorded.
@@ -190,37 +232,47 @@ impl AuditFacts {
 }
 
 impl AuditTrail {
+    /// The trail of `database`, with its writer task started (on the current Tokio runtime). The
+    /// task ends once every clone of the trail is dropped and the queue is written.
     pub fn new(database: PgPool) -> Self {
-        Self { database }
+        let (queue, queued) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(write_in_order(database.clone(), queued));
+        Self { database, queue }
     }
 
-    /// Records a finished call. A failure to record is logged loudly; the call's result stands.
+    /// Queues the record of a finished call. A failure to write it is logged loudly; the call's
+    /// result stands.
     pub async fn record(&self, entry: AuditEntry<'_>) {
         let facts = entry.facts;
         let caller = &entry.call.caller;
-        let outcome = if entry.error.is_some() { "error" } else { "ok" };
-        let written = sqlx::query(
-            "INSERT INTO internal_mcp_audit_log
-                 (organization_id, user_id, role, credential_id, endpoint, tool, arguments, sql_text,
-                  rows_returned, duration_ms, outcome, message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(caller.organization_id)
-        .bind(caller.user_id)
-        .bind(caller.role)
-        .bind(&caller.credential_id)
-        .bind(entry.endpoint.name())
-        .bind(entry.tool)
-        .bind(sqlx::types::Json(capped_arguments(redact(entry.arguments))))
-        .bind(facts.sql_text.map(|sql| capped_text(&sql)))
-        .bind(facts.rows_returned)
-        .bind(entry.duration.as_secs_f64() * 1000.0)
-        .bind(outcome)
-        .bind(entry.error)
-        .execute(&self.database)
-        .await;
-        if let Err(error) = written {
-            tracing::error!(%error, tool = entry.tool, user = %caller.user_id, "could not write the audit record");
+        let row = Row {
+            at: Utc::now(),
+            organization_id: caller.organization_id,
+            user_id: caller.user_id,
+            role: caller.role,
+            credential_id: caller.credential_id.clone(),
+            endpoint: entry.endpoint.name(),
+            // A tool name is the client's text when no such tool exists.
+            tool: capped_text(entry.tool),
+            arguments: capped_arguments(redact(entry.arguments)),
+            sql_text: facts.sql_text.map(|sql| capped_text(&sql)),
+            rows_returned: facts.rows_returned,
+            duration_ms: entry.duration.as_secs_f64() * 1000.0,
+            outcome: if entry.error.is_some() { "error" } else { "ok" },
+            message: entry.error.as_deref().map(capped_text),
+        };
+        if let Err(mpsc::error::SendError(Queued::Record(lost))) =
+            self.queue.send(Queued::Record(Box::new(row))).await
+        {
+            tracing::error!(record = %describe(&lost), "could not write the audit record: its writer has stopped");
+        }
+    }
+
+    /// Waits until every record queued before this call is written (or failed, loudly).
+    pub async fn flush(&self) {
+        let (written, done) = oneshot::channel();
+        if self.queue.send(Queued::Flush(written)).await.is_ok() {
+            let _ = done.await;
         }
     }
 
@@ -231,6 +283,8 @@ impl AuditTrail {
         arguments: &AuditLogArguments,
     ) -> Result<Vec<AuditView>, Error> {
         let limit = within("limit", arguments.limit.unwrap_or(50), 1..=500)?;
+        // The records of calls that ended before this one are read too.
+        self.flush().await;
         if let Some(outcome) = arguments.outcome.as_deref()
             && !matches!(outcome, "ok" | "error")
         {
@@ -330,20 +384,118 @@ impl From<AuditRecord> for AuditView {
     }
 }
 
-/// `text` cut to [`MAX_STORED_BYTES`] at a character boundary, marked when it was cut.
-fn capped_text(text: &str) -> String {
-    if text.len() <= MAX_STORED_BYTES {
-        return text.to_owned();
+/// The writer task: takes what is queued, as much as is waiting (up to
+/// [`MOST_RECORDS_PER_WRITE`]), writes the records, then answers the flushes among them.
+async fn write_in_order(database: PgPool, mut queued: mpsc::Receiver<Queued>) {
+    let mut taken = Vec::with_capacity(MOST_RECORDS_PER_WRITE);
+    while queued.recv_many(&mut taken, MOST_RECORDS_PER_WRITE).await > 0 {
+        let mut rows = Vec::with_capacity(taken.len());
+        let mut flushes = Vec::new();
+        for item in taken.drain(..) {
+            match item {
+                Queued::Record(row) => rows.push(*row),
+                Queued::Flush(written) => flushes.push(written),
+            }
+        }
+        write(&database, &rows).await;
+        for written in flushes {
+            let _ = written.send(());
+        }
     }
-    let mut end = MAX_STORED_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... [cut: {} bytes in all]", &text[..end], text.len())
 }
 
-/// The arguments, or when their JSON is longer than [`MAX_STORED_BYTES`], its beginning as text.
+/// Inserts `rows`: one alone, several in one transaction (one commit for all). When the
+/// transaction fails, each row is tried alone, so one bad row loses no other.
+async fn write(database: &PgPool, rows: &[Row]) {
+    if rows.len() > 1 {
+        let together = async {
+            let mut transaction = database.begin().await?;
+            for row in rows {
+                insert(&mut *transaction, row).await?;
+            }
+            transaction.commit().await
+        };
+        if together.await.is_ok() {
+            return;
+        }
+    }
+    for row in rows {
+        if let Err(error) = insert(database, row).await {
+            tracing::error!(%error, record = %describe(row), "could not write the audit record");
+        }
+    }
+}
+
+async fn insert<'c>(database: impl sqlx::PgExecutor<'c>, row: &Row) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO internal_mcp_audit_log
+             (at, organization_id, user_id, role, credential_id, endpoint, tool, arguments, sql_text,
+              rows_returned, duration_ms, outcome, message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(row.at)
+    .bind(row.organization_id)
+    .bind(row.user_id)
+    .bind(row.role)
+    .bind(&row.credential_id)
+    .bind(row.endpoint)
+    .bind(&row.tool)
+    .bind(sqlx::types::Json(&row.arguments))
+    .bind(&row.sql_text)
+    .bind(row.rows_returned)
+    .bind(row.duration_ms)
+    .bind(row.outcome)
+    .bind(&row.message)
+    .execute(database)
+    .await
+    .map(drop)
+}
+
+/// A lost record, for the log: who called what, when; never the arguments, SQL or message.
+fn describe(row: &Row) -> String {
+    format!(
+        "{} by user {} of organisation {} at {} ({})",
+        row.tool, row.user_id, row.organization_id, row.at, row.outcome
+    )
+}
+
+/// `text` cut to [`MAX_STORED_BYTES`] at a character boundary, marked when it was cut.
+fn capped_text(text: &str) -> String {
+    let text = storable(text);
+    match beginning_within(&text, MAX_STORED_BYTES) {
+        None => text,
+        Some(beginning) => format!("{beginning}... [cut: {} bytes in all]", text.len()),
+    }
+}
+
+/// What stands for a NUL character in the trail: PostgreSQL stores none in text or jsonb, and a
+/// hostile caller's text may hold them (the record would be lost).
+const NUL_STAND_IN: &str = "\u{2400}";
+
+/// `text` with each NUL character replaced by [`NUL_STAND_IN`].
+fn storable(text: &str) -> String {
+    text.replace('\0', NUL_STAND_IN)
+}
+
+/// `value` with [`storable`] strings and keys, at any depth.
+fn storable_json(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(storable(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(name, value)| (storable(&name), storable_json(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The arguments, storable, or when their JSON is longer than [`MAX_STORED_BYTES`], its beginning
+/// as text.
 fn capped_arguments(arguments: Value) -> Value {
+    let arguments = storable_json(arguments);
     let encoded = arguments.to_string();
     if encoded.len() <= MAX_STORED_BYTES {
         return arguments;
@@ -368,6 +520,17 @@ fn redact(mut arguments: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_stored_as_a_visible_stand_in_wherever_they_are() {
+        let stored =
+            capped_arguments(serde_json::json!({"sql\u{0}": ["a\u{0}b", {"c": "\u{0}"}], "n": 1}));
+        assert_eq!(
+            stored,
+            serde_json::json!({"sql\u{2400}": ["a\u{2400}b", {"c": "\u{2400}"}], "n": 1})
+        );
+        assert_eq!(capped_text("run\u{0}select"), "run\u{2400}select");
+    }
 
     #[test]
     fn confirmation_tokens_never_reach_the_trail() {

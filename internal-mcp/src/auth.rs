@@ -2,19 +2,23 @@
 //! naming the acting end user, their organisation and role. It is signed with EdDSA (Ed25519) by
 //! the caller's own private key, chosen by the header's `kid` among the configured public keys
 //! (see `keys`), or, while a deployment still has one configured, with HS256 and the shared key.
-//! A credential with `"once": true` is single-use: its `jti` is recorded and a replay is refused.
+//! A credential with `"once": true` is single-use: the first request that acts with it (anything
+//! but [setting up a session](SET_UP_METHODS), so an MCP client can connect before its one call)
+//! records its `jti`, and a replay is refused.
 //!
 //! [`require_service_credential`] runs before the MCP service on every request: a missing, malformed,
 //! expired, forged, wrong-audience or untrusted-issuer credential, or one naming a user who is not a
 //! member of that organisation, gets HTTP 401 and never reaches a tool. Nothing falls back to
 //! anonymous access. A verified request carries a [`Caller`] in its extensions; tools read it from
-//! there. The caller's role is the lower of the credential's and the user's current one, so a
-//! demoted user's credential loses its power at once.
+//! there. The caller's role is the lower of the credential's and the user's current one (see
+//! [`crate::roles`]), so a demoted user's credential loses its power moments after the change
+//! commits.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -25,9 +29,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::config::{AUDIENCE, CredentialPolicy, SigningKey};
+use crate::config::{AUDIENCE, CredentialPolicy, MAX_REQUEST_BODY_BYTES, SigningKey};
 use crate::error::Error;
 use crate::keys::{PrivateKey, PublicKeySet};
+use crate::roles::Roles;
 
 /// Longer bearer values are refused before any parsing.
 const MAX_CREDENTIAL_BYTES: usize = 4096;
@@ -51,7 +56,8 @@ pub struct Claims {
     pub exp: i64,
     /// A unique id, recorded in the audit trail.
     pub jti: String,
-    /// Single-use: the first request with it records the `jti`, any later one is refused.
+    /// Single-use: the first request that acts with it records the `jti`, any later one is
+    /// refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub once: bool,
 }
@@ -68,12 +74,13 @@ pub struct Caller {
     pub issuer: String,
 }
 
-/// Checks credentials against the policy and the users table. Cheap to clone.
+/// Checks credentials against the policy and the users' current roles. Cheap to clone.
 #[derive(Clone)]
 pub struct Authenticator {
     verifier: CredentialVerifier,
-    /// The privileged pool: users are looked up there.
+    /// The privileged pool: single-use credentials are recorded there.
     database: PgPool,
+    roles: Roles,
 }
 
 /// Signature and claim checks, without the database.
@@ -101,40 +108,55 @@ pub struct CredentialRequest {
 }
 
 impl Authenticator {
-    pub fn new(policy: &CredentialPolicy, database: PgPool) -> Self {
+    pub fn new(policy: &CredentialPolicy, database: PgPool, roles: Roles) -> Self {
         Self {
             verifier: CredentialVerifier::new(policy),
             database,
+            roles,
         }
     }
 
-    /// The caller named by the request's `Authorization: Bearer` credential.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
-        let token = bearer_token(headers)?;
-        let claims = self.verifier.verify(token)?;
-        if claims.once {
-            // Kept until the credential expires (plus the leeway); the purge drops it after.
-            let recorded = sqlx::query(
-                "INSERT INTO internal_mcp_used_credentials (jti, expires_at)
-                 VALUES ($1, to_timestamp($2) + interval '1 minute') ON CONFLICT (jti) DO NOTHING",
-            )
-            .bind(&claims.jti)
-            .bind(claims.exp as f64)
-            .execute(&self.database)
-            .await?;
-            if recorded.rows_affected() == 0 {
-                return Err(Error::Unauthenticated(
-                    "the credential is single-use and was already used".into(),
-                ));
+    /// Verifies the request's `Authorization: Bearer` credential, spends it when it is single-use
+    /// and the request acts, and puts the [`Caller`] it names in the request's extensions.
+    pub async fn admit(&self, request: Request) -> Result<Request, Refusal> {
+        let claims = self.verifier.verify(bearer_token(request.headers())?)?;
+        let mut request = if claims.once {
+            let (request, acts) = acts_with_credential(request).await?;
+            if acts {
+                self.spend(&claims).await?;
             }
+            request
+        } else {
+            request
+        };
+        let caller = self.caller(claims).await?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+
+    /// Records a single-use credential's `jti`, refusing one already recorded. Kept until the
+    /// credential expires (plus the leeway); the purge drops it after.
+    async fn spend(&self, claims: &Claims) -> Result<(), Error> {
+        let recorded = sqlx::query(
+            "INSERT INTO internal_mcp_used_credentials (jti, expires_at)
+             VALUES ($1, to_timestamp($2) + interval '1 minute') ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(&claims.jti)
+        .bind(claims.exp as f64)
+        .execute(&self.database)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Err(Error::Unauthenticated(
+                "the credential is single-use and was already used".into(),
+            ));
         }
-        let user_role: Option<Role> =
-            sqlx::query_scalar("SELECT role FROM users WHERE organization_id = $1 AND id = $2")
-                .bind(claims.org)
-                .bind(claims.sub)
-                .fetch_optional(&self.database)
-                .await?;
-        let Some(user_role) = user_role else {
+        Ok(())
+    }
+
+    /// The caller a verified credential names, with the lower of its role and the user's current
+    /// one.
+    async fn caller(&self, claims: Claims) -> Result<Caller, Error> {
+        let Some(user_role) = self.roles.role_of(claims.org, claims.sub).await? else {
             return Err(Error::Unauthenticated(
                 "the credential names a user who is not a member of that organisation".into(),
             ));
@@ -283,22 +305,75 @@ pub fn sign_claims<T: Serialize>(key: &SigningKey, claims: &T) -> Result<String,
     .map_err(|error| Error::Startup(format!("could not sign the credential: {error}")))
 }
 
+/// The JSON-RPC methods that set up a session or list what it offers. They do not spend a
+/// single-use credential, so an MCP client can initialize and list the tools before the one call
+/// the credential is for. Any other request spends it: a tool call, a resource read, a request
+/// that is not one JSON-RPC message naming its method.
+pub const SET_UP_METHODS: [&str; 7] = [
+    "initialize",
+    "notifications/initialized",
+    "ping",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+];
+
+/// Why a request was not admitted: a credential problem (401 with a challenge), or a body that
+/// could not be read to see whether it spends a single-use credential.
+#[derive(Debug)]
+pub enum Refusal {
+    Credential(Error),
+    Body(Response),
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal::Credential(error)
+    }
+}
+
+/// Whether a request acts (and so spends a single-use credential), read from its JSON-RPC
+/// method. The body is read, up to the transport's own limit, and put back unchanged.
+async fn acts_with_credential(request: Request) -> Result<(Request, bool), Refusal> {
+    #[derive(Deserialize)]
+    struct Message {
+        method: String,
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            Refusal::Body(
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is unreadable or over {MAX_REQUEST_BODY_BYTES} bytes\n"
+                    ),
+                )
+                    .into_response(),
+            )
+        })?;
+    let sets_up = serde_json::from_slice::<Message>(&bytes)
+        .is_ok_and(|message| SET_UP_METHODS.contains(&message.method.as_str()));
+    Ok((Request::from_parts(parts, Body::from(bytes)), !sets_up))
+}
+
 /// The axum middleware in front of every MCP endpoint: 401 unless the credential is valid, and the
 /// verified [`Caller`] in the request's extensions otherwise.
 pub async fn require_service_credential(
     State(authenticator): State<Authenticator>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    match authenticator.authenticate(request.headers()).await {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        Err(error) => {
-            tracing::warn!(reason = %error, path = %request.uri().path(), "refused a request without a valid credential");
+    let path = request.uri().path().to_owned();
+    match authenticator.admit(request).await {
+        Ok(request) => next.run(request).await,
+        Err(Refusal::Credential(error)) => {
+            tracing::warn!(reason = %error, path = %path, "refused a request without a valid credential");
             error.into_response()
         }
+        Err(Refusal::Body(response)) => response,
     }
 }
 

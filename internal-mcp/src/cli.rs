@@ -116,8 +116,9 @@ pub struct ServeArguments {
     /// Calls one user may have in flight at once.
     #[arg(long, default_value_t = 2)]
     pub max_calls_per_caller: usize,
-    /// Calls one organisation may have in flight at once (fewer than the reader connections).
-    #[arg(long, default_value_t = 6)]
+    /// Calls one organisation may have in flight at once (fewer than the reader connections; with
+    /// the defaults, two organisations at their limit still leave two of the eight free).
+    #[arg(long, default_value_t = 3)]
     pub max_calls_per_organization: usize,
     /// Accepted `Host` header values; loopback names by default. Add the names internal services
     /// use when listening elsewhere.
@@ -146,7 +147,8 @@ pub struct TokenArguments {
     /// Lifetime in seconds, 1 to 600.
     #[arg(long, default_value_t = 300)]
     pub ttl_seconds: u64,
-    /// Mint a single-use credential (refused when presented a second time).
+    /// Mint a single-use credential: a client may set up a session with it and list the tools,
+    /// and make one call; a second call with it is refused.
     #[arg(long)]
     pub single_use: bool,
     /// Sign with this Ed25519 private key (PKCS#8 PEM) instead of the HS256 key; needs --kid.

@@ -24,6 +24,9 @@ pub const TOKEN_COMMAND_ISSUER: &str = "internal-mcp-token";
 /// The longest lifetime a credential may declare (`exp - iat`).
 pub const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(600);
 
+/// The largest request body the MCP endpoints read.
+pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
+
 /// Everything the server needs, injected.
 #[derive(Clone)]
 pub struct Config {
@@ -36,7 +39,8 @@ pub struct Config {
     /// Calls one user may have in flight at once; more are refused with when to retry.
     pub max_calls_per_caller: usize,
     /// Calls one organisation may have in flight at once: fewer than the reader connections, so
-    /// other organisations always find one.
+    /// other organisations always find one (the default, 3 of 8, leaves two free with two
+    /// organisations at their limit).
     pub max_calls_per_organization: usize,
     pub credentials: CredentialPolicy,
     pub limits: Limits,
@@ -266,7 +270,7 @@ impl Config {
             reader_database,
             reader_connections: 8,
             max_calls_per_caller: 2,
-            max_calls_per_organization: 6,
+            max_calls_per_organization: 3,
             credentials,
             limits: Limits::DEFAULT,
             endpoints: Endpoint::EVERY.to_vec(),

@@ -11,8 +11,8 @@
 //! [`crate::hardening`] lists (functions and views the migrations take away, SECURITY DEFINER
 //! functions, extensions, other databases).
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool};
 
 use crate::error::Error;
 use crate::hardening::check_reader_hardening;
@@ -35,6 +35,10 @@ pub const TABLES_THE_READER_NEEDS: [&str; 11] = [
     "deployments",
 ];
 
+/// Prepared statements each reader connection keeps: the analytics tools' few fixed statements
+/// and the model's latest queries.
+const READER_STATEMENT_CACHE: usize = 32;
+
 /// Both pools, connected.
 #[derive(Debug, Clone)]
 pub struct Databases {
@@ -56,7 +60,7 @@ impl Databases {
         let privileged = PgPoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
-            .connect_with(privileged.clone().application_name("internal-mcp"))
+            .connect_with(quiet(privileged).application_name("internal-mcp"))
             .await
             .map_err(|error| {
                 Error::Startup(format!("cannot connect with DATABASE_URL: {error}"))
@@ -75,7 +79,14 @@ impl Databases {
         let reader = PgPoolOptions::new()
             .max_connections(reader_connections)
             .test_before_acquire(false)
-            .connect_with(reader.clone().application_name("internal-mcp-reader"))
+            // The model's queries are parsed alone as prepared statements and stay in this cache
+            // (see `reader::parse_alone`): a smaller cache bounds what they hold, up to 100 kB
+            // each, on both sides of every connection.
+            .connect_with(
+                quiet(reader)
+                    .application_name("internal-mcp-reader")
+                    .statement_cache_capacity(READER_STATEMENT_CACHE),
+            )
             .await
             .map_err(|error| {
                 Error::Startup(format!(
@@ -88,7 +99,8 @@ impl Databases {
     }
 }
 
-/// Fails unless internal-mcp's own tables exist (the migration ran).
+/// Fails unless internal-mcp's own tables exist (the migration ran), and the triggers that tell it
+/// a user's role changed are there and enabled.
 pub async fn check_privileged_schema(privileged: &PgPool) -> Result<(), Error> {
     let missing: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM unnest(ARRAY['internal_mcp_audit_log', 'internal_mcp_confirmations', 'internal_mcp_used_credentials']) AS name
@@ -103,7 +115,31 @@ pub async fn check_privileged_schema(privileged: &PgPool) -> Result<(), Error> {
             missing.join(", ")
         )));
     }
+    // Users' roles are kept in memory until these triggers say a user changed (crate::roles):
+    // without them, a demoted user would keep their old role.
+    let silent = silent_user_triggers(privileged)
+        .await
+        .map_err(|error| Error::Startup(format!("cannot inspect the schema: {error}")))?;
+    if !silent.is_empty() {
+        return Err(Error::Startup(format!(
+            "the users table lacks the enabled trigger(s) {} that tell internal-mcp a user's role changed: \
+             apply demo-backend's migrations, or enable them (ALTER TABLE users ENABLE TRIGGER ...)",
+            silent.join(", ")
+        )));
+    }
     Ok(())
+}
+
+/// The triggers on `users` that tell internal-mcp a user changed (migration 0005) and are missing
+/// or disabled; empty when both are there and enabled.
+pub async fn silent_user_triggers(privileged: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM unnest(ARRAY['internal_mcp_user_changed', 'internal_mcp_users_truncated']) AS name
+          WHERE NOT EXISTS (SELECT 1 FROM pg_trigger
+                             WHERE tgrelid = 'public.users'::regclass AND tgname = name AND tgenabled <> 'D')",
+    )
+    .fetch_all(privileged)
+    .await
 }
 
 /// Fails, naming every problem, unless the reader connection is confined to reading its own
@@ -217,6 +253,26 @@ pub async fn check_reader_is_confined(
         ));
     }
 
+    // A sequence's last_value counts every organisation's inserts; nextval would even write.
+    let sequences: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname)
+           FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'S'
+            AND (has_sequence_privilege(c.oid, 'SELECT') OR has_sequence_privilege(c.oid, 'USAGE')
+                 OR has_sequence_privilege(c.oid, 'UPDATE'))
+          ORDER BY 1 LIMIT 10",
+    )
+    .fetch_all(reader)
+    .await
+    .map_err(startup)?;
+    if !sequences.is_empty() {
+        problems.push(format!(
+            "{session_user} may read or advance the sequence(s) {}",
+            sequences.join(", ")
+        ));
+    }
+
     let unreadable: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM unnest($1::text[]) AS name
           WHERE to_regclass('public.' || name) IS NULL OR NOT has_table_privilege('public.' || name, 'SELECT')",
@@ -243,4 +299,10 @@ pub async fn check_reader_is_confined(
         "refusing to start: the reader connection is not confined: {}",
         problems.join("; ")
     )))
+}
+
+/// The connection options without sqlx's statement logging: it would log a slow statement's text
+/// at WARN (the model's SQL, with the values it quotes) whatever RUST_LOG says of sqlx's targets.
+fn quiet(options: &PgConnectOptions) -> PgConnectOptions {
+    options.clone().disable_statement_logging()
 }

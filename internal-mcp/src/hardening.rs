@@ -3,8 +3,9 @@
 //! would reach past row-level security, and the start-up check that refuses to run while any of it
 //! is within the reader's reach.
 //!
-//! demo-backend's migration `0003_internal_mcp_reader_hardening.sql` applies these lists; a test
-//! below checks that it names every pattern, and [`check_reader_hardening`] checks the effect on
+//! demo-backend's migrations `0003_internal_mcp_reader_hardening.sql` and
+//! `0005_internal_mcp_guarded_select.sql` apply these lists; a test below checks that they name
+//! every pattern, and [`check_reader_hardening`] checks the effect on
 //! the live database as the reader itself, so inherited and PUBLIC privileges count.
 
 use sqlx::PgPool;
@@ -76,6 +77,13 @@ pub const FUNCTIONS_KEPT_FROM_READER: &[&str] = &[
     r"pg\_read\_file%",
     r"pg\_read\_binary\_file%",
     r"pg\_ls\_%",
+    // From migration 0005 on. The cluster's transaction counter, read through any row's xmin.
+    r"age(xid)",
+    r"mxid\_age(xid)",
+    // The shared server: when it started and reloaded, and its addresses.
+    r"pg\_postmaster\_start\_time()",
+    r"pg\_conf\_load\_time()",
+    r"inet\_server\_%",
 ];
 
 /// LIKE patterns over the names of views in `pg_catalog` the reader must not read:
@@ -112,6 +120,11 @@ pub const EXTENSIONS_REFUSED: &[&str] = &[
 /// SECURITY DEFINER functions the reader may execute after review. PostgreSQL 15 ships none, and
 /// the product defines none; any other is refused at start-up.
 pub const VETTED_SECURITY_DEFINER_FUNCTIONS: &[&str] = &[];
+
+/// The function that checks and runs the model's query inside the database (migration 0005, see
+/// [`crate::reader`]): the reader must be able to execute it.
+pub const GUARD_FUNCTIONS: &[&str] =
+    &["public.internal_mcp_guarded_query(uuid, text, double precision, integer, boolean)"];
 
 /// The most names listed per problem in the start-up refusal.
 const NAMES_SHOWN: i64 = 20;
@@ -158,6 +171,21 @@ pub async fn check_reader_hardening(
             "the reader may read {count} view(s) the migrations take away, such as pg_catalog.{} \
              (apply demo-backend's migrations as a superuser; see internal-mcp/README.md)",
             names.join(", pg_catalog.")
+        ));
+    }
+
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT signature FROM unnest($1::text[]) AS signature
+          WHERE to_regprocedure(signature) IS NULL
+             OR NOT has_function_privilege(to_regprocedure(signature), 'EXECUTE')",
+    )
+    .bind(GUARD_FUNCTIONS)
+    .fetch_all(reader)
+    .await?;
+    if !missing.is_empty() {
+        problems.push(format!(
+            "the reader cannot execute {}, which checks and runs its queries (apply demo-backend's migrations)",
+            missing.join(", ")
         ));
     }
 
@@ -216,33 +244,48 @@ pub async fn check_reader_hardening(
 mod tests {
     use super::*;
 
-    const MIGRATION: &str =
-        include_str!("../../demo-backend/migrations/0003_internal_mcp_reader_hardening.sql");
+    /// The migrations that revoke, in order: 0005 continues 0003's function list.
+    const MIGRATIONS: [&str; 2] = [
+        include_str!("../../demo-backend/migrations/0003_internal_mcp_reader_hardening.sql"),
+        include_str!("../../demo-backend/migrations/0005_internal_mcp_guarded_select.sql"),
+    ];
 
     /// The migration must apply every pattern the start-up check verifies, so a pattern added
     /// here without the migration fails this test, not a deployment.
     #[test]
     fn the_migration_revokes_every_listed_pattern() {
+        let migrations = MIGRATIONS.concat();
         for pattern in FUNCTIONS_KEPT_FROM_READER
             .iter()
             .chain(VIEWS_KEPT_FROM_READER)
         {
             assert!(
-                MIGRATION.contains(&format!("'{pattern}'")),
-                "the migration does not revoke {pattern}"
+                migrations.contains(&format!("'{pattern}'")),
+                "no migration revokes {pattern}"
             );
         }
-        let in_migration: Vec<&str> = MIGRATION
-            .lines()
-            .map(str::trim)
-            .filter(|line| line.starts_with('\'') && (line.ends_with("',") || line.ends_with('\'')))
-            .map(|line| line.trim_end_matches(',').trim_matches('\''))
-            .collect();
-        let listed: Vec<&str> = FUNCTIONS_KEPT_FROM_READER
+        // 0003's functions, then its views, then 0005's functions.
+        let listed_in = |migration: &'static str| -> Vec<&'static str> {
+            migration
+                .lines()
+                .map(str::trim)
+                .filter(|line| {
+                    line.starts_with('\'') && (line.ends_with("',") || line.ends_with('\''))
+                })
+                .map(|line| line.trim_end_matches(',').trim_matches('\''))
+                .collect()
+        };
+        let in_migrations: Vec<&str> = MIGRATIONS.into_iter().flat_map(listed_in).collect();
+        let added_by_0005 = FUNCTIONS_KEPT_FROM_READER
+            .iter()
+            .position(|pattern| *pattern == r"age(xid)")
+            .expect("0005's first pattern");
+        let listed: Vec<&str> = FUNCTIONS_KEPT_FROM_READER[..added_by_0005]
             .iter()
             .chain(VIEWS_KEPT_FROM_READER)
+            .chain(&FUNCTIONS_KEPT_FROM_READER[added_by_0005..])
             .copied()
             .collect();
-        assert_eq!(in_migration, listed, "the migration and the lists differ");
+        assert_eq!(in_migrations, listed, "the migrations and the lists differ");
     }
 }

@@ -18,8 +18,10 @@ pub mod logging;
 pub mod operations;
 pub mod policy;
 pub mod reader;
+pub mod roles;
 pub mod schema;
 pub mod server;
+mod text;
 
 pub use app::{AppState, router, serve};
 pub use config::Config;

@@ -9,6 +9,11 @@
 //!    that only sees the content cannot confirm on its own.
 //! 2. With the token and the same arguments, it executes the plan.
 //!
+//! One mechanism serves every operation: an operation implements [`TwoStep`] (its plan, read on
+//! the reader connection, and how a confirmed plan is carried out) and [`Operations::run`] drives
+//! both steps. Only the second step is handed the domain layer, so no tool changes data without a
+//! confirmed plan, and a server test checks that exactly these tools declare `two_step`.
+//!
 //! A token is random (256 bits); only its SHA-256 is stored, with the user, the organisation, the
 //! tool, a digest of the arguments and an expiry. It is consumed atomically
 //! (`UPDATE ... WHERE consumed_at IS NULL AND expires_at > now() RETURNING`), so it works once,
@@ -29,7 +34,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::analytics::correlation::find_incident;
+use crate::analytics::correlation::{IncidentSummary, find_incident};
 use crate::analytics::find_service;
 use crate::audit::ToolCall;
 use crate::auth::Caller;
@@ -148,16 +153,327 @@ impl OperationOutcome {
     }
 }
 
+/// A privileged operation in two steps, implemented by its arguments. [`Operations::run`] drives
+/// both steps for every operation; an operation only says what its plan is and how a confirmed
+/// plan is carried out. Only `execute` is handed the domain layer (`Tenant`, the privileged pool),
+/// and only with a plan a person confirmed: there is no other way for a tool to change data.
+pub trait TwoStep: Sync {
+    /// The tool's name, as confirmations record it.
+    const TOOL: &'static str;
+    /// What the operation would change, stored with the confirmation and executed as stored.
+    type Plan: Serialize + DeserializeOwned + Send;
+
+    /// The token of the second step, when this is the second step.
+    fn confirmation_token(&self) -> Option<&str>;
+
+    /// Refuses arguments no step accepts (checked at both steps).
+    fn validate(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Reads what would change, on the reader connection only.
+    fn plan(
+        &self,
+        reader: &Reader,
+        caller: &Caller,
+    ) -> impl Future<Output = Result<Planned<Self::Plan>, Error>> + Send;
+
+    /// Carries out a confirmed plan through the domain layer.
+    fn execute(
+        &self,
+        plan: Self::Plan,
+        tenant: &Tenant,
+        reader: &Reader,
+        caller: &Caller,
+    ) -> impl Future<Output = Result<OperationOutcome, Error>> + Send;
+}
+
+/// The first step's finding: a change to confirm, or an answer saying nothing would change.
+#[derive(Debug)]
+pub enum Planned<P> {
+    Change {
+        plan: P,
+        /// What the person approving reads.
+        summary: Value,
+        /// Rows the plan touches, for the audit trail.
+        rows: usize,
+    },
+    NothingToDo(Value),
+}
+
+/// The tools that take the two steps, one per [`TwoStep`] implementation; a server test checks
+/// that exactly these declare `two_step`.
+pub const TWO_STEP_TOOLS: [&str; 4] = [
+    AcknowledgeServiceAlertsArguments::TOOL,
+    AnnotateIncidentArguments::TOOL,
+    SilenceMonitorArguments::TOOL,
+    TransitionIncidentArguments::TOOL,
+];
+
+impl TwoStep for AcknowledgeServiceAlertsArguments {
+    const TOOL: &'static str = "acknowledge_service_alerts";
+    type Plan = AcknowledgePlan;
+
+    fn confirmation_token(&self) -> Option<&str> {
+        self.confirmation_token.as_deref()
+    }
+
+    async fn plan(
+        &self,
+        reader: &Reader,
+        caller: &Caller,
+    ) -> Result<Planned<AcknowledgePlan>, Error> {
+        let plan = plan_acknowledgement(reader, caller, &self.service).await?;
+        if plan.alerts.is_empty() {
+            return Ok(Planned::NothingToDo(json!({
+                "status": "nothing_to_do",
+                "plan": {"service": plan.service, "alerts": []},
+                "message": format!("{} has no firing, unacknowledged alerts; nothing would change", plan.service),
+            })));
+        }
+        let summary = json!({
+            "action": "acknowledge these firing alerts as you",
+            "service": plan.service,
+            "alert_ids": plan.alerts.iter().map(|alert| alert.id).collect::<Vec<_>>(),
+            "alerts": plan.alerts,
+        });
+        let rows = plan.alerts.len();
+        Ok(Planned::Change {
+            plan,
+            summary,
+            rows,
+        })
+    }
+
+    async fn execute(
+        &self,
+        plan: AcknowledgePlan,
+        tenant: &Tenant,
+        reader: &Reader,
+        caller: &Caller,
+    ) -> Result<OperationOutcome, Error> {
+        // The domain layer acknowledges whatever is firing now; refuse if that is no longer what
+        // was confirmed (ids are compared, not counts).
+        let current = plan_acknowledgement(reader, caller, &plan.service).await?;
+        let planned_ids: Vec<Uuid> = plan.alerts.iter().map(|alert| alert.id).collect();
+        let current_ids: Vec<Uuid> = current.alerts.iter().map(|alert| alert.id).collect();
+        if current.service_id != plan.service_id || current_ids != planned_ids {
+            return Err(Error::Refused(format!(
+                "the firing alerts of {} changed since the plan (planned {}, now {}); nothing was changed and the \
+                 token is used up: call acknowledge_service_alerts again without a token for a new plan",
+                plan.service,
+                planned_ids.len(),
+                current_ids.len()
+            )));
+        }
+        let acknowledged = tenant
+            .acknowledge_service_alerts(plan.service_id, &planned_ids)
+            .await?;
+        let rows = acknowledged.len();
+        Ok(OperationOutcome::done(
+            json!({"status": "done", "service": plan.service, "acknowledged_alert_ids": acknowledged}),
+            rows,
+        ))
+    }
+}
+
+impl TwoStep for AnnotateIncidentArguments {
+    const TOOL: &'static str = "annotate_incident";
+    type Plan = AnnotatePlan;
+
+    fn confirmation_token(&self) -> Option<&str> {
+        self.confirmation_token.as_deref()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let note = self.note.trim();
+        if note.is_empty() || note.chars().count() > MAX_NOTE_CHARACTERS {
+            return Err(Error::InvalidArgument(format!(
+                "note must be 1 to {MAX_NOTE_CHARACTERS} characters"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, reader: &Reader, caller: &Caller) -> Result<Planned<AnnotatePlan>, Error> {
+        let incident = read_incident(reader, caller, &self.incident).await?;
+        let plan = AnnotatePlan {
+            incident_id: incident.id,
+            incident: incident.reference,
+            title: incident.title,
+            note: self.note.trim().to_owned(),
+        };
+        let summary = json!({
+            "action": "add this note to the incident's timeline, as you",
+            "incident": plan.incident, "title": plan.title, "note": plan.note,
+        });
+        Ok(Planned::Change {
+            plan,
+            summary,
+            rows: 1,
+        })
+    }
+
+    async fn execute(
+        &self,
+        plan: AnnotatePlan,
+        tenant: &Tenant,
+        _reader: &Reader,
+        _caller: &Caller,
+    ) -> Result<OperationOutcome, Error> {
+        let created = tenant
+            .add_incident_note(plan.incident_id, &plan.note, None)
+            .await?;
+        Ok(OperationOutcome::done(
+            json!({"status": "done", "incident": plan.incident, "event": created.resource}),
+            1,
+        ))
+    }
+}
+
+impl TwoStep for SilenceMonitorArguments {
+    const TOOL: &'static str = "silence_monitor";
+    type Plan = SilencePlan;
+
+    fn confirmation_token(&self) -> Option<&str> {
+        self.confirmation_token.as_deref()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let longest = u32::try_from(MAX_SILENCE.num_minutes()).unwrap_or(u32::MAX);
+        if !(1..=longest).contains(&self.minutes) {
+            return Err(Error::InvalidArgument(format!(
+                "minutes must be between 1 and {longest}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, reader: &Reader, caller: &Caller) -> Result<Planned<SilencePlan>, Error> {
+        let mut plan = find_monitor(reader, caller, &self.monitor).await?;
+        plan.minutes = self.minutes;
+        let summary = json!({
+            "action": "silence this monitor: it raises no alerts until the time below",
+            "monitor": plan.monitor, "monitor_id": plan.monitor_id, "service": plan.service, "metric": plan.metric,
+            "currently_silenced_until": plan.currently_silenced_until,
+            "minutes": plan.minutes,
+            "silenced_until_if_confirmed_now": Utc::now() + Duration::minutes(i64::from(plan.minutes)),
+        });
+        Ok(Planned::Change {
+            plan,
+            summary,
+            rows: 1,
+        })
+    }
+
+    async fn execute(
+        &self,
+        plan: SilencePlan,
+        tenant: &Tenant,
+        _reader: &Reader,
+        _caller: &Caller,
+    ) -> Result<OperationOutcome, Error> {
+        let monitor = tenant
+            .silence_monitor(plan.monitor_id, Duration::minutes(i64::from(plan.minutes)))
+            .await?;
+        Ok(OperationOutcome::done(
+            json!({"status": "done", "monitor": monitor}),
+            1,
+        ))
+    }
+}
+
+impl TwoStep for TransitionIncidentArguments {
+    const TOOL: &'static str = "transition_incident";
+    type Plan = TransitionPlan;
+
+    fn confirmation_token(&self) -> Option<&str> {
+        self.confirmation_token.as_deref()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self
+            .note()
+            .is_some_and(|note| note.chars().count() > MAX_NOTE_CHARACTERS)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "note must be at most {MAX_NOTE_CHARACTERS} characters"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn plan(
+        &self,
+        reader: &Reader,
+        caller: &Caller,
+    ) -> Result<Planned<TransitionPlan>, Error> {
+        let incident = read_incident(reader, caller, &self.incident).await?;
+        let from = parse_status(&incident.status)?;
+        // The domain layer decides what is legal; asking it now gives an early, clear refusal.
+        let to = self.transition().apply(from)?;
+        let plan = TransitionPlan {
+            incident_id: incident.id,
+            incident: incident.reference,
+            title: incident.title,
+            from: incident.status,
+            to: status_name(to).to_owned(),
+            note: self.note().map(str::to_owned),
+        };
+        let summary = json!({
+            "action": "change the incident's status, as you",
+            "incident": plan.incident, "title": plan.title, "from": plan.from, "to": plan.to, "note": plan.note,
+        });
+        Ok(Planned::Change {
+            plan,
+            summary,
+            rows: 1,
+        })
+    }
+
+    async fn execute(
+        &self,
+        plan: TransitionPlan,
+        tenant: &Tenant,
+        _reader: &Reader,
+        _caller: &Caller,
+    ) -> Result<OperationOutcome, Error> {
+        let incident = tenant
+            .transition_incident(plan.incident_id, self.transition(), plan.note.as_deref())
+            .await?;
+        Ok(OperationOutcome::done(
+            json!({"status": "done", "incident": incident}),
+            1,
+        ))
+    }
+}
+
+impl TransitionIncidentArguments {
+    fn note(&self) -> Option<&str> {
+        self.note
+            .as_deref()
+            .map(str::trim)
+            .filter(|note| !note.is_empty())
+    }
+
+    fn transition(&self) -> Transition {
+        match self.action {
+            IncidentAction::Acknowledge => Transition::Acknowledge,
+            IncidentAction::Resolve => Transition::Resolve,
+        }
+    }
+}
+
 /// What acknowledging a service's alerts would change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct AcknowledgePlan {
+pub struct AcknowledgePlan {
     service_id: Uuid,
     service: String,
     alerts: Vec<PlannedAlert>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-struct PlannedAlert {
+pub struct PlannedAlert {
     id: Uuid,
     monitor: String,
     summary: String,
@@ -166,7 +482,7 @@ struct PlannedAlert {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct AnnotatePlan {
+pub struct AnnotatePlan {
     incident_id: Uuid,
     incident: String,
     title: String,
@@ -174,7 +490,7 @@ struct AnnotatePlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-struct SilencePlan {
+pub struct SilencePlan {
     monitor_id: Uuid,
     monitor: String,
     service: String,
@@ -185,7 +501,7 @@ struct SilencePlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct TransitionPlan {
+pub struct TransitionPlan {
     incident_id: Uuid,
     incident: String,
     title: String,
@@ -219,211 +535,34 @@ impl Operations {
         }
     }
 
-    /// Acknowledges every firing, unacknowledged alert of a service.
-    pub async fn acknowledge_service_alerts(
+    /// Runs one step of a privileged operation, the same way for every one: without a token, it
+    /// plans (reading only) and issues a token bound to the whole arguments; with a token, it
+    /// consumes it (same user, organisation, tool and arguments, unexpired, once) and only then
+    /// hands the confirmed plan the domain layer to carry it out.
+    pub async fn run<O: TwoStep>(
         &self,
         call: &ToolCall,
-        arguments: &AcknowledgeServiceAlertsArguments,
+        operation: &O,
     ) -> Result<OperationOutcome, Error> {
-        const TOOL: &str = "acknowledge_service_alerts";
+        operation.validate()?;
         let caller = &call.caller;
-        let Some(token) = arguments.confirmation_token.as_deref() else {
-            let plan = self
-                .plan_acknowledgement(caller, &arguments.service)
-                .await?;
-            if plan.alerts.is_empty() {
-                return Ok(OperationOutcome::done(
-                    json!({
-                        "status": "nothing_to_do",
-                        "plan": {"service": plan.service, "alerts": []},
-                        "message": format!("{} has no firing, unacknowledged alerts; nothing would change", plan.service),
-                    }),
-                    0,
-                ));
-            }
-            let summary = json!({
-                "action": "acknowledge these firing alerts as you",
-                "service": plan.service,
-                "alert_ids": plan.alerts.iter().map(|alert| alert.id).collect::<Vec<_>>(),
-                "alerts": plan.alerts,
-            });
-            let rows = plan.alerts.len();
-            return self.issue(call, TOOL, &plan, summary, rows).await;
-        };
-        let plan: AcknowledgePlan = self.consume(call, TOOL, token).await?;
-        // The domain layer acknowledges whatever is firing now; refuse if that is no longer what
-        // was confirmed (ids are compared, not counts).
-        let current = self.plan_acknowledgement(caller, &plan.service).await?;
-        let planned_ids: Vec<Uuid> = plan.alerts.iter().map(|alert| alert.id).collect();
-        let current_ids: Vec<Uuid> = current.alerts.iter().map(|alert| alert.id).collect();
-        if current.service_id != plan.service_id || current_ids != planned_ids {
-            return Err(Error::Refused(format!(
-                "the firing alerts of {} changed since the plan (planned {}, now {}); nothing was changed and the \
-                 token is used up: call acknowledge_service_alerts again without a token for a new plan",
-                plan.service,
-                planned_ids.len(),
-                current_ids.len()
-            )));
-        }
-        let tenant = Tenant::new(
-            self.privileged.clone(),
-            caller.organization_id,
-            caller.user_id,
-        );
-        let acknowledged = tenant
-            .acknowledge_service_alerts(plan.service_id, &planned_ids)
-            .await?;
-        let rows = acknowledged.len();
-        Ok(OperationOutcome::done(
-            json!({"status": "done", "service": plan.service, "acknowledged_alert_ids": acknowledged}),
-            rows,
-        ))
-    }
-
-    /// Adds a note to an incident's timeline.
-    pub async fn annotate_incident(
-        &self,
-        call: &ToolCall,
-        arguments: &AnnotateIncidentArguments,
-    ) -> Result<OperationOutcome, Error> {
-        const TOOL: &str = "annotate_incident";
-        let caller = &call.caller;
-        let note = arguments.note.trim();
-        if note.is_empty() || note.chars().count() > MAX_NOTE_CHARACTERS {
-            return Err(Error::InvalidArgument(format!(
-                "note must be 1 to {MAX_NOTE_CHARACTERS} characters"
-            )));
-        }
-        let Some(token) = arguments.confirmation_token.as_deref() else {
-            let mut transaction = self.reader.begin(caller.organization_id).await?;
-            let incident =
-                find_incident(&self.reader, &mut transaction, &arguments.incident).await?;
-            transaction.rollback().await?;
-            let plan = AnnotatePlan {
-                incident_id: incident.id,
-                incident: incident.reference,
-                title: incident.title,
-                note: note.to_owned(),
+        let Some(token) = operation.confirmation_token() else {
+            return match operation.plan(&self.reader, caller).await? {
+                Planned::NothingToDo(answer) => Ok(OperationOutcome::done(answer, 0)),
+                Planned::Change {
+                    plan,
+                    summary,
+                    rows,
+                } => self.issue(call, O::TOOL, &plan, summary, rows).await,
             };
-            let summary = json!({
-                "action": "add this note to the incident's timeline, as you",
-                "incident": plan.incident, "title": plan.title, "note": plan.note,
-            });
-            return self.issue(call, TOOL, &plan, summary, 1).await;
         };
-        let plan: AnnotatePlan = self.consume(call, TOOL, token).await?;
+        let plan: O::Plan = self.consume(call, O::TOOL, token).await?;
         let tenant = Tenant::new(
             self.privileged.clone(),
             caller.organization_id,
             caller.user_id,
         );
-        let created = tenant
-            .add_incident_note(plan.incident_id, &plan.note, None)
-            .await?;
-        Ok(OperationOutcome::done(
-            json!({"status": "done", "incident": plan.incident, "event": created.resource}),
-            1,
-        ))
-    }
-
-    /// Silences a monitor for a while.
-    pub async fn silence_monitor(
-        &self,
-        call: &ToolCall,
-        arguments: &SilenceMonitorArguments,
-    ) -> Result<OperationOutcome, Error> {
-        const TOOL: &str = "silence_monitor";
-        let caller = &call.caller;
-        let longest = u32::try_from(MAX_SILENCE.num_minutes()).unwrap_or(u32::MAX);
-        if !(1..=longest).contains(&arguments.minutes) {
-            return Err(Error::InvalidArgument(format!(
-                "minutes must be between 1 and {longest}"
-            )));
-        }
-        let Some(token) = arguments.confirmation_token.as_deref() else {
-            let mut plan = self.find_monitor(caller, &arguments.monitor).await?;
-            plan.minutes = arguments.minutes;
-            let summary = json!({
-                "action": "silence this monitor: it raises no alerts until the time below",
-                "monitor": plan.monitor, "monitor_id": plan.monitor_id, "service": plan.service, "metric": plan.metric,
-                "currently_silenced_until": plan.currently_silenced_until,
-                "minutes": plan.minutes,
-                "silenced_until_if_confirmed_now": Utc::now() + Duration::minutes(i64::from(plan.minutes)),
-            });
-            return self.issue(call, TOOL, &plan, summary, 1).await;
-        };
-        let plan: SilencePlan = self.consume(call, TOOL, token).await?;
-        let tenant = Tenant::new(
-            self.privileged.clone(),
-            caller.organization_id,
-            caller.user_id,
-        );
-        let monitor = tenant
-            .silence_monitor(plan.monitor_id, Duration::minutes(i64::from(plan.minutes)))
-            .await?;
-        Ok(OperationOutcome::done(
-            json!({"status": "done", "monitor": monitor}),
-            1,
-        ))
-    }
-
-    /// Acknowledges or resolves an incident.
-    pub async fn transition_incident(
-        &self,
-        call: &ToolCall,
-        arguments: &TransitionIncidentArguments,
-    ) -> Result<OperationOutcome, Error> {
-        const TOOL: &str = "transition_incident";
-        let caller = &call.caller;
-        let note = arguments
-            .note
-            .as_deref()
-            .map(str::trim)
-            .filter(|note| !note.is_empty());
-        if note.is_some_and(|note| note.chars().count() > MAX_NOTE_CHARACTERS) {
-            return Err(Error::InvalidArgument(format!(
-                "note must be at most {MAX_NOTE_CHARACTERS} characters"
-            )));
-        }
-        let transition = match arguments.action {
-            IncidentAction::Acknowledge => Transition::Acknowledge,
-            IncidentAction::Resolve => Transition::Resolve,
-        };
-        let Some(token) = arguments.confirmation_token.as_deref() else {
-            let mut transaction = self.reader.begin(caller.organization_id).await?;
-            let incident =
-                find_incident(&self.reader, &mut transaction, &arguments.incident).await?;
-            transaction.rollback().await?;
-            let from = parse_status(&incident.status)?;
-            // The domain layer decides what is legal; asking it now gives an early, clear refusal.
-            let to = transition.apply(from)?;
-            let plan = TransitionPlan {
-                incident_id: incident.id,
-                incident: incident.reference,
-                title: incident.title,
-                from: incident.status,
-                to: status_name(to).to_owned(),
-                note: note.map(str::to_owned),
-            };
-            let summary = json!({
-                "action": "change the incident's status, as you",
-                "incident": plan.incident, "title": plan.title, "from": plan.from, "to": plan.to, "note": plan.note,
-            });
-            return self.issue(call, TOOL, &plan, summary, 1).await;
-        };
-        let plan: TransitionPlan = self.consume(call, TOOL, token).await?;
-        let tenant = Tenant::new(
-            self.privileged.clone(),
-            caller.organization_id,
-            caller.user_id,
-        );
-        let incident = tenant
-            .transition_incident(plan.incident_id, transition, plan.note.as_deref())
-            .await?;
-        Ok(OperationOutcome::done(
-            json!({"status": "done", "incident": incident}),
-            1,
-        ))
+        operation.execute(plan, &tenant, &self.reader, caller).await
     }
 
     /// Stores the plan under a new token and returns the first step's answer: the plan in the
@@ -567,61 +706,79 @@ impl Operations {
         };
         Err(Error::Refused(reason))
     }
+}
 
-    async fn plan_acknowledgement(
-        &self,
-        caller: &Caller,
-        service: &str,
-    ) -> Result<AcknowledgePlan, Error> {
-        let mut transaction = self.reader.begin(caller.organization_id).await?;
-        let service = find_service(&self.reader, &mut transaction, service).await?;
-        let alerts: Vec<PlannedAlert> = sqlx::query_as(
-            "SELECT a.id, m.name AS monitor, a.summary, a.severity::text AS severity, a.started_at
-               FROM alerts a
-               JOIN monitors m ON m.organization_id = a.organization_id AND m.id = a.monitor_id
-              WHERE a.service_id = $1 AND a.state = 'firing' AND a.acknowledged_at IS NULL
-              ORDER BY a.id",
-        )
-        .bind(service.id)
-        .fetch_all(&mut *transaction)
-        .await
-        .map_err(|error| self.reader.failure(error))?;
-        transaction.rollback().await?;
-        Ok(AcknowledgePlan {
-            service_id: service.id,
-            service: service.name,
-            alerts,
-        })
-    }
+/// The firing, unacknowledged alerts of a service, as acknowledging them would find them.
+async fn plan_acknowledgement(
+    reader: &Reader,
+    caller: &Caller,
+    service: &str,
+) -> Result<AcknowledgePlan, Error> {
+    let mut transaction = reader.begin(caller.organization_id).await?;
+    let service = find_service(reader, &mut transaction, service).await?;
+    let alerts: Vec<PlannedAlert> = sqlx::query_as(
+        "SELECT a.id, m.name AS monitor, a.summary, a.severity::text AS severity, a.started_at
+           FROM alerts a
+           JOIN monitors m ON m.organization_id = a.organization_id AND m.id = a.monitor_id
+          WHERE a.service_id = $1 AND a.state = 'firing' AND a.acknowledged_at IS NULL
+          ORDER BY a.id",
+    )
+    .bind(service.id)
+    .fetch_all(&mut *transaction)
+    .await
+    .map_err(|error| reader.failure(error))?;
+    transaction.rollback().await?;
+    Ok(AcknowledgePlan {
+        service_id: service.id,
+        service: service.name,
+        alerts,
+    })
+}
 
-    async fn find_monitor(&self, caller: &Caller, monitor: &str) -> Result<SilencePlan, Error> {
-        let monitor = monitor.trim();
-        let mut transaction = self.reader.begin(caller.organization_id).await?;
-        let found: Vec<SilencePlan> = sqlx::query_as(
-            "SELECT m.id AS monitor_id, m.name AS monitor, s.name AS service, m.metric,
-                    m.silenced_until AS currently_silenced_until
-               FROM monitors m
-               JOIN services s ON s.organization_id = m.organization_id AND s.id = m.service_id
-              WHERE m.id = $1 OR m.name = $2
-              ORDER BY m.name LIMIT 2",
-        )
-        .bind(Uuid::parse_str(monitor).ok())
-        .bind(monitor)
-        .fetch_all(&mut *transaction)
-        .await
-        .map_err(|error| self.reader.failure(error))?;
-        transaction.rollback().await?;
-        let mut found = found.into_iter();
-        match (found.next(), found.next()) {
-            (Some(plan), None) => Ok(plan),
-            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
-                "several monitors are named {monitor:?}; pass the monitor's id instead"
-            ))),
-            (None, _) => Err(Error::NotFound(format!(
-                "no monitor {monitor:?} in your organisation; noisy_alert_rules lists monitors with their ids"
-            ))),
-        }
+/// The one monitor named (or identified) `monitor` in the caller's organisation.
+async fn find_monitor(
+    reader: &Reader,
+    caller: &Caller,
+    monitor: &str,
+) -> Result<SilencePlan, Error> {
+    let monitor = monitor.trim();
+    let mut transaction = reader.begin(caller.organization_id).await?;
+    let found: Vec<SilencePlan> = sqlx::query_as(
+        "SELECT m.id AS monitor_id, m.name AS monitor, s.name AS service, m.metric,
+                m.silenced_until AS currently_silenced_until
+           FROM monitors m
+           JOIN services s ON s.organization_id = m.organization_id AND s.id = m.service_id
+          WHERE m.id = $1 OR m.name = $2
+          ORDER BY m.name LIMIT 2",
+    )
+    .bind(Uuid::parse_str(monitor).ok())
+    .bind(monitor)
+    .fetch_all(&mut *transaction)
+    .await
+    .map_err(|error| reader.failure(error))?;
+    transaction.rollback().await?;
+    let mut found = found.into_iter();
+    match (found.next(), found.next()) {
+        (Some(plan), None) => Ok(plan),
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "several monitors are named {monitor:?}; pass the monitor's id instead"
+        ))),
+        (None, _) => Err(Error::NotFound(format!(
+            "no monitor {monitor:?} in your organisation; noisy_alert_rules lists monitors with their ids"
+        ))),
     }
+}
+
+/// An incident of the caller's organisation by reference, number or id.
+async fn read_incident(
+    reader: &Reader,
+    caller: &Caller,
+    incident: &str,
+) -> Result<IncidentSummary, Error> {
+    let mut transaction = reader.begin(caller.organization_id).await?;
+    let incident = find_incident(reader, &mut transaction, incident).await?;
+    transaction.rollback().await?;
+    Ok(incident)
 }
 
 /// SHA-256 over a call's whole arguments, as received, without the confirmation token and

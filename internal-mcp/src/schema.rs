@@ -1,7 +1,8 @@
 //! Schema introspection, so a model can write correct SQL: the tables the reader may read, their
 //! columns, types (with enum values), comments, keys and indexes, and how many rows the planner
-//! expects for the caller's organisation. It runs on the reader connection like everything else,
-//! so a table the reader cannot read does not exist as far as these tools are concerned.
+//! expects for the caller's organisation (to the nearest power of ten). It runs on the reader
+//! connection like everything else, so a table the reader cannot read does not exist as far as
+//! these tools are concerned.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,7 +17,9 @@ pub struct TableSummary {
     pub name: String,
     /// What the table holds, from its COMMENT.
     pub comment: Option<String>,
-    /// The planner's estimate of the rows the caller's organisation has in it.
+    /// How many rows the caller's organisation has in it, as an order of magnitude (1, 10, 100,
+    /// ...): the planner's estimate, rounded, because a precise estimate moves with the column
+    /// statistics of every organisation's rows.
     pub estimated_rows: f64,
 }
 
@@ -147,8 +150,8 @@ pub async fn describe_table(
     })
 }
 
-/// The planner's row estimate for `SELECT * FROM table` as the caller sees it (row-level security
-/// applied), which costs no scan.
+/// The order of magnitude of the planner's row estimate for `SELECT * FROM table` as the caller
+/// sees it (row-level security applied), which costs no scan.
 async fn estimate_rows(transaction: &mut ScopedTransaction, table: &str) -> Result<f64, Error> {
     let plan: sqlx::types::Json<Value> = sqlx::query_scalar(&format!(
         "EXPLAIN (FORMAT JSON) SELECT * FROM public.{}",
@@ -156,14 +159,43 @@ async fn estimate_rows(transaction: &mut ScopedTransaction, table: &str) -> Resu
     ))
     .fetch_one(&mut **transaction)
     .await?;
-    Ok(plan
+    let estimate = plan
         .0
         .pointer("/0/Plan/Plan Rows")
         .and_then(Value::as_f64)
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok(order_of_magnitude(estimate))
+}
+
+/// The power of ten nearest to `rows` (on a log scale); 0 for fewer than one.
+fn order_of_magnitude(rows: f64) -> f64 {
+    if rows.is_nan() || rows < 1.0 {
+        return 0.0;
+    }
+    10f64.powf(rows.log10().round())
 }
 
 /// `name` as a quoted SQL identifier. Names come from the catalog, but quoting costs nothing.
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_of_magnitude;
+
+    #[test]
+    fn row_estimates_are_rounded_to_a_power_of_ten() {
+        for (estimate, shown) in [
+            (0.0, 0.0),
+            (1.0, 1.0),
+            (3.0, 1.0),
+            (4.0, 10.0),
+            (2_900.0, 1_000.0),
+            (3_300.0, 10_000.0),
+            (f64::NAN, 0.0),
+        ] {
+            assert_eq!(order_of_magnitude(estimate), shown, "{estimate}");
+        }
+    }
 }

@@ -1273,11 +1273,14 @@ async fn raw_samples_page_through_the_whole_window_without_gaps_or_duplicates() 
             );
         }
     };
+    // The whole window, a sample a minute.
+    let days = i64::from(seeded.options.days);
+    let minutes = usize::try_from(days * 24 * 60).unwrap();
     check(
-        end - Duration::hours(24),
+        end - Duration::days(days),
         end + Duration::minutes(1),
         200,
-        1440,
+        minutes,
     )
     .await;
     check(end - Duration::hours(2), end + Duration::minutes(1), 7, 121).await;

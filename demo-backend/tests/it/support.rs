@@ -39,16 +39,18 @@ pub struct Seeded {
 
 static SEEDED: OnceLock<Seeded> = OnceLock::new();
 
-/// A copy of a database seeded with one day of data (seeded once per test process).
+/// A copy of a database seeded with three days of data up to now (seeded once per test process):
+/// three, so the window always holds a working day's ordinary deployments, whatever day the tests
+/// run on (a one-day window on a weekend holds only the stories' deploys).
 pub async fn seeded_database() -> (TestDatabase, &'static Seeded) {
-    let database = test_harness::database("demo-backend-seeded-1d", async |pool| {
+    let database = test_harness::database("demo-backend-seeded-3d", async |pool| {
         demo_backend::MIGRATOR
             .run(pool)
             .await
             .map_err(anyhow::Error::from)?;
         let until = Utc::now().duration_trunc(chrono::Duration::minutes(1))?;
         let options = SeedOptions {
-            days: 1,
+            days: 3,
             ..SeedOptions::new(until)
         };
         let report = seed::seed(pool, &options).await?;

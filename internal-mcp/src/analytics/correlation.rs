@@ -87,7 +87,7 @@ pub struct DeploymentSuspect {
 }
 
 /// $1 incident id, $2 lookback minutes, $3 impact minutes.
-pub(crate) const RANK_DEPLOYMENTS: &str = "
+pub const RANK_DEPLOYMENTS: &str = "
 WITH incident AS (
     SELECT i.id, i.opened_at FROM incidents i WHERE i.id = $1
 ),

@@ -5,7 +5,8 @@ use internal_mcp::config::Endpoint;
 use serde_json::json;
 
 use crate::support::{
-    Client, ResidentMemory, TestApp, call, database_fingerprint, failure, success, test_limits,
+    Client, ServerProcess, call, database_fingerprint, failure, organization_id, success,
+    test_limits,
 };
 
 /// Runs `sql` through run_select and asserts a tool error whose message contains `expected` (or
@@ -13,6 +14,11 @@ use crate::support::{
 async fn check(client: &Client, sql: &str, expected: &str) {
     let result = call(client, "run_select", json!({ "sql": sql })).await;
     let message = failure(&result);
+    assert!(
+        message.len() <= MAX_MESSAGE_BYTES,
+        "{sql:?}\n  was refused with a message of {} bytes",
+        message.len()
+    );
     assert!(
         expected
             .split('|')
@@ -27,6 +33,20 @@ const NOT_ALLOWED: &str = "permission denied";
 const TOO_EXPENSIVE: &str = "estimated cost";
 const TIMED_OUT: &str = "statement timeout";
 const NOT_PARSED: &str = "syntax error|run_select takes exactly one query";
+/// A write or a row lock: it cannot stand as the wrapper's subquery, PostgreSQL refuses a writing
+/// CTE there, or the reader lacks the privilege.
+const NOT_A_READ: &str =
+    "permission denied|run_select takes exactly one query|data-modifying statement";
+/// Refused in the database: a plan over the size limit, or one that took the whole statement timeout
+/// to build.
+const TOO_LARGE: &str = "over the limit of|statement timeout";
+/// A 300 MB value that is no number: refused quoting at most 1,000 characters of it, or, on a
+/// loaded machine, cancelled while PostgreSQL still builds it.
+const NOT_A_NUMBER: &str = "invalid input syntax for type integer|statement timeout";
+
+/// The longest tool error a hostile input may get back: PostgreSQL quotes values in its messages,
+/// and they are cut before they leave the database.
+const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// Inputs written for the hardening (issue 10), by the class of weakness they probe.
 fn hardening_corpus() -> Vec<(String, &'static str)> {
@@ -91,7 +111,7 @@ fn hardening_corpus() -> Vec<(String, &'static str)> {
         ),
         (
             "MERGE INTO alerts a USING services s ON false WHEN NOT MATCHED THEN DO NOTHING",
-            "has a ModifyTable node",
+            NOT_A_READ,
         ),
         // 2. Plans whose top node looks cheap because a LIMIT scales it down, while the join
         //    below would run until the timeout: the node under the LIMIT is what is checked.
@@ -185,15 +205,61 @@ fn hardening_corpus() -> Vec<(String, &'static str)> {
         ),
         ("SELECT * FROM pg_control_checkpoint()", NOT_ALLOWED),
         ("SELECT pg_stat_get_snapshot_timestamp()", NOT_ALLOWED),
+        // 1. What the database produces must stay there unless bounded: a constant folded to
+        //    300 MB and quoted in the plan, or in an error message, at plan time and at run time.
+        (
+            "SELECT 1 FROM services WHERE name = repeat('x', 300000000)",
+            TOO_LARGE,
+        ),
+        (
+            "SELECT id FROM alerts ORDER BY labels ->> repeat('k', 200000000)",
+            TOO_LARGE,
+        ),
+        ("SELECT repeat('x', 300000000)::int", NOT_A_NUMBER),
+        (
+            "SELECT repeat(name, 10000000)::int FROM services",
+            NOT_A_NUMBER,
+        ),
+        (
+            "SELECT to_date(repeat('9', 100000000), 'YYYY') FROM services",
+            "out of range",
+        ),
+        // 2. Lazily-yielding joins: no blocking node, each row cheap, the whole join huge.
+        (
+            "SELECT * FROM metric_samples a, metric_samples b",
+            TOO_EXPENSIVE,
+        ),
+        (
+            "SELECT a.value FROM metric_samples a JOIN metric_samples b ON a.value < b.value LIMIT 5",
+            TOO_EXPENSIVE,
+        ),
+        // The guard function itself, called from the model's query to run SQL held in a string
+        // for an organisation and with a cost limit of its choosing: it runs only at the top of a
+        // statement.
+        (
+            "SELECT * FROM internal_mcp_guarded_query('00000000-0000-4000-8000-000000000001', 'SELECT NULL::float8, NULL::jsonb, NULL::bytea FROM metric_samples a, metric_samples b', 1e15, 1000000000, true)",
+            NOT_ALLOWED,
+        ),
+        (
+            "SELECT plan FROM public.internal_mcp_guarded_query((SELECT id FROM organizations LIMIT 1), 'SELECT * FROM incidents LIMIT 1', 1e15, 1000000000, false)",
+            NOT_ALLOWED,
+        ),
+        // 4 and 5. The cluster's transaction counter through xmin, and the shared server.
+        ("SELECT age(xmin) FROM services", NOT_ALLOWED),
+        ("SELECT mxid_age(xmax) FROM services", NOT_ALLOWED),
+        ("SELECT pg_postmaster_start_time()", NOT_ALLOWED),
+        ("SELECT pg_conf_load_time()", NOT_ALLOWED),
+        ("SELECT inet_server_addr(), inet_server_port()", NOT_ALLOWED),
     ])
 }
 
 #[tokio::test]
 async fn hostile_queries_are_refused_and_change_nothing() {
-    let app = TestApp::spawn().await;
-    let before = database_fingerprint(app.pool()).await;
-    let globex = app.organization_id("globex").await;
-    let client = app.client(Endpoint::All, "acme", "dana").await;
+    // The real binary, so what is measured is internal-mcp's own memory.
+    let server = ServerProcess::spawn().await;
+    let before = database_fingerprint(server.pool()).await;
+    let globex = organization_id(server.pool(), "globex").await;
+    let client = server.client(Endpoint::All, "acme", "dana").await;
 
     let corpus: Vec<(String, &str)> = vec![
         // Stacked statements: the extended protocol takes one statement, the subquery one query.
@@ -208,18 +274,18 @@ async fn hostile_queries_are_refused_and_change_nothing() {
         ("SELECT 1 /* swallow the rest".into(), NOT_ONE_QUERY),
         ("SELECT $$ swallow the rest".into(), NOT_ONE_QUERY),
         // Writes, directly and in writable CTEs.
-        ("DELETE FROM alerts".into(), NOT_ALLOWED),
-        ("UPDATE incidents SET status = 'resolved'".into(), NOT_ALLOWED),
-        ("INSERT INTO users SELECT * FROM users".into(), NOT_ALLOWED),
-        ("WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d".into(), NOT_ALLOWED),
-        ("WITH u AS (UPDATE monitors SET silenced_until = now() RETURNING id) SELECT count(*) FROM u".into(), NOT_ALLOWED),
+        ("DELETE FROM alerts".into(), NOT_A_READ),
+        ("UPDATE incidents SET status = 'resolved'".into(), NOT_A_READ),
+        ("INSERT INTO users SELECT * FROM users".into(), NOT_A_READ),
+        ("WITH d AS (DELETE FROM alerts RETURNING *) SELECT * FROM d".into(), NOT_A_READ),
+        ("WITH u AS (UPDATE monitors SET silenced_until = now() RETURNING id) SELECT count(*) FROM u".into(), NOT_A_READ),
         (
             "WITH i AS (INSERT INTO organizations (id, slug, name) VALUES (gen_random_uuid(), 'evil', 'Evil') RETURNING id) SELECT * FROM i"
                 .into(),
-            NOT_ALLOWED,
+            NOT_A_READ,
         ),
-        ("SELECT * FROM alerts FOR UPDATE".into(), NOT_ALLOWED),
-        ("SELECT * FROM monitors FOR SHARE".into(), NOT_ALLOWED),
+        ("SELECT * FROM alerts FOR UPDATE".into(), NOT_A_READ),
+        ("SELECT * FROM monitors FOR SHARE".into(), NOT_A_READ),
         // DDL, utility statements and transaction control.
         ("DROP TABLE alerts".into(), NOT_ONE_QUERY),
         ("TRUNCATE alerts".into(), NOT_ONE_QUERY),
@@ -251,7 +317,8 @@ async fn hostile_queries_are_refused_and_change_nothing() {
         ("COPY (SELECT 1) TO PROGRAM 'touch /tmp/internal-mcp-pwned'".into(), NOT_ONE_QUERY),
         ("COPY alerts TO '/tmp/alerts.csv'".into(), NOT_ONE_QUERY),
         ("DO $$ BEGIN DELETE FROM alerts; END $$".into(), NOT_ONE_QUERY),
-        ("CALL refresh_everything()".into(), NOT_ONE_QUERY),
+        // A call is parsed alone: the procedure is looked up, and is nowhere.
+        ("CALL refresh_everything()".into(), "run_select takes exactly one query|does not exist"),
         ("SELECT nextval('metric_series_id_seq')".into(), NOT_ALLOWED),
         ("SELECT pg_terminate_backend(pg_backend_pid())".into(), NOT_ALLOWED),
         ("SELECT pg_cancel_backend(1)".into(), NOT_ALLOWED),
@@ -297,7 +364,6 @@ async fn hostile_queries_are_refused_and_change_nothing() {
         "the hardening corpus has {} cases",
         hardening.len()
     );
-    let memory = ResidentMemory::reset_peak();
     for (sql, expected) in corpus.iter().chain(&hardening) {
         check(&client, sql, expected).await;
     }
@@ -329,23 +395,21 @@ async fn hostile_queries_are_refused_and_change_nothing() {
             answered.to_string().len()
         );
     }
-    let peak = memory.peak_since_reset();
-    let growth = peak.saturating_sub(memory.baseline());
+    let peak = server.peak_resident_bytes();
     eprintln!(
-        "attack corpus: {} inputs refused, 8 answered within bounds; resident memory of the test process (internal-mcp in process): {:.1} MB before, {:.1} MB at its peak",
+        "attack corpus: {} inputs refused, 8 answered within bounds; internal-mcp's peak resident memory (a process of its own): {:.1} MB",
         corpus.len() + hardening.len(),
-        memory.baseline() as f64 / 1_048_576.0,
         peak as f64 / 1_048_576.0
     );
-    // Unbounded, the two 30 MB values alone would be read, decoded and copied: well over 64 MB.
+    // Unbounded, the two 30 MB values alone would be read, decoded and copied: well over 100 MB.
     assert!(
-        growth < 64 * 1024 * 1024,
-        "resident memory grew by {growth} bytes during the corpus"
+        peak < 100 * 1024 * 1024,
+        "internal-mcp's resident memory peaked at {peak} bytes during the corpus"
     );
 
     assert_eq!(
         before,
-        database_fingerprint(app.pool()).await,
+        database_fingerprint(server.pool()).await,
         "the corpus changed the database"
     );
     // The organisation never moved: a plain query still sees only acme.

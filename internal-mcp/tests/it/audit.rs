@@ -46,6 +46,8 @@ async fn every_call_is_recorded_and_admins_read_their_own_organisations_trail() 
         .await,
     );
 
+    // Reads are recorded off the calls' path, moments later.
+    app.state.audit().flush().await;
     let (tool, endpoint, role, sql, rows, outcome, duration): (String, String, String, Option<String>, Option<i64>, String, f64) =
         sqlx::query_as(
             "SELECT tool, endpoint, role::text, sql_text, rows_returned, outcome, duration_ms
@@ -154,6 +156,7 @@ async fn old_records_and_expired_confirmations_are_purged_and_oversized_argument
     let client = app.client(Endpoint::Sql, "acme", "sam").await;
     let long_sql = format!("SELECT '{}' AS filler", "x".repeat(60_000));
     call(&client, "run_select", json!({ "sql": long_sql })).await;
+    app.state.audit().flush().await;
     let (arguments_bytes, sql_bytes): (i32, i32) = sqlx::query_as(
         "SELECT octet_length(arguments::text), octet_length(sql_text) FROM internal_mcp_audit_log
           WHERE tool = 'run_select' ORDER BY id DESC LIMIT 1",
@@ -278,6 +281,7 @@ async fn every_tool_reports_its_rows_to_the_trail_through_its_result() {
             "{tool}: the trail's facts reached the client: {meta}"
         );
     }
+    app.state.audit().flush().await;
     let recorded: Vec<(String, Option<i64>, Option<String>)> = sqlx::query_as(
         "SELECT tool, rows_returned, sql_text FROM internal_mcp_audit_log
           WHERE user_id = $1 AND outcome = 'ok' ORDER BY id",
@@ -301,4 +305,35 @@ async fn every_tool_reports_its_rows_to_the_trail_through_its_result() {
         .contains(&tool.as_str());
         assert_eq!(sql.is_some(), runs_sql, "{tool}: {sql:?}");
     }
+}
+
+#[tokio::test]
+async fn calls_with_nul_characters_are_recorded_with_a_visible_stand_in() {
+    let app = TestApp::spawn().await;
+    let marcus = app.user("acme", "marcus").await;
+    let client = app.client(Endpoint::Sql, "acme", "marcus").await;
+    failure(&call(&client, "run_select", json!({"sql": "SELECT 'a\u{0}b'"})).await);
+    let unknown = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("run\u{0}select"))
+        .await;
+    assert!(unknown.is_err(), "{unknown:?}");
+
+    app.state.audit().flush().await;
+    let recorded: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT tool, arguments FROM internal_mcp_audit_log WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(marcus.id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            (
+                "run_select".to_owned(),
+                json!({"sql": "SELECT 'a\u{2400}b'"})
+            ),
+            ("run\u{2400}select".to_owned(), json!({})),
+        ]
+    );
 }

@@ -1,6 +1,8 @@
 //! Who may call: only a valid service credential gets past the front door; everything else is a
 //! 401 with a reason, on every endpoint, before any tool runs. Nothing falls back to anonymous.
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use chrono::Utc;
 use internal_mcp::auth::sign_claims;
@@ -9,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestUser, signing_key};
+use crate::support::{TestApp, TestUser, call, client_at, failure, signing_key, success};
 
 /// A JSON-RPC initialize request, as a client's first POST.
 fn initialize() -> Value {
@@ -25,10 +27,20 @@ async fn post(
     endpoint: Endpoint,
     authorization: Option<&str>,
 ) -> (StatusCode, String, Option<String>) {
+    post_message(app, endpoint, authorization, &initialize()).await
+}
+
+/// POSTs one JSON-RPC `message`: the status, the body and the `WWW-Authenticate` challenge.
+async fn post_message(
+    app: &TestApp,
+    endpoint: Endpoint,
+    authorization: Option<&str>,
+    message: &Value,
+) -> (StatusCode, String, Option<String>) {
     let mut request = reqwest::Client::new()
         .post(app.url(endpoint))
         .header("Accept", "application/json, text/event-stream")
-        .json(&initialize());
+        .json(message);
     if let Some(authorization) = authorization {
         request = request.header("Authorization", authorization);
     }
@@ -193,10 +205,11 @@ async fn hosts_outside_the_allow_list_are_refused_even_with_a_credential() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
 
-/// A server holding only public keys: EdDSA credentials by kid get in, a single-use one only
-/// once, and HS256 ones (which anything holding a shared key could mint) are refused.
+/// A server holding only public keys: EdDSA credentials by kid get in, a single-use one acts
+/// only once (after setting up a session with it), and HS256 ones (which anything holding a
+/// shared key could mint) are refused.
 #[tokio::test]
-async fn public_keys_only_accept_eddsa_by_kid_and_refuse_a_replayed_single_use_credential() {
+async fn public_keys_only_accept_eddsa_by_kid_and_a_single_use_credential_acts_once() {
     use internal_mcp::auth::{CredentialRequest, mint_ed25519_credential};
     use internal_mcp::keys::{PrivateKey, PublicKeySet};
 
@@ -223,15 +236,140 @@ async fn public_keys_only_accept_eddsa_by_kid_and_refuse_a_replayed_single_use_c
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
+    // A single-use credential: an MCP client connects and lists the tools with it (setting up
+    // spends nothing), then makes the one call it is for.
     let once = mint_ed25519_credential(&host_key, &request(true)).unwrap();
+    let client = client_at(&app.url(Endpoint::All), &once).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|tool| tool.name == "run_select"));
+    let one = success(&call(&client, "run_select", json!({"sql": "SELECT 1 AS one"})).await);
+    assert_eq!(one["rows"], json!([[1]]));
+    // Replayed: setting up still answers, acting does not.
     let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&once))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&once))).await;
+    let replayed_call = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "run_select", "arguments": {"sql": "SELECT 2 AS two"}}
+    });
+    let (status, body, _) =
+        post_message(&app, Endpoint::All, Some(&bearer(&once)), &replayed_call).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("single-use and was already used"), "{body}");
+    let used: i64 = sqlx::query_scalar("SELECT count(*) FROM internal_mcp_used_credentials")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(used, 1, "one credential was spent, once");
+
+    // A message that does not name a set-up method spends a fresh single-use credential, as
+    // does an unknown one.
+    for message in [
+        json!({"jsonrpc": "2.0", "id": 3}),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/lists"}),
+    ] {
+        let fresh = mint_ed25519_credential(&host_key, &request(true)).unwrap();
+        post_message(&app, Endpoint::All, Some(&bearer(&fresh)), &message).await;
+        let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&fresh))).await;
+        assert_eq!(status, StatusCode::OK, "setting up never spends: {body}");
+        let (status, _, _) =
+            post_message(&app, Endpoint::All, Some(&bearer(&fresh)), &replayed_call).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{message} spent it");
+    }
 
     let shared = app.credential(&sam);
     let (status, body, _) = post(&app, Endpoint::All, Some(&bearer(&shared))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("only EdDSA"), "{body}");
+}
+
+#[tokio::test]
+async fn a_demoted_users_credential_loses_its_power_once_the_change_commits() {
+    let app = TestApp::spawn().await;
+    let dana = app.user("acme", "dana").await;
+    let client = app.client(Endpoint::Incidents, "acme", "dana").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !app.state.roles().is_listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the roles' listener never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Read twice: the second call is served from the roles kept in memory.
+    for _ in 0..2 {
+        success(&call(&client, "audit_log", json!({"limit": 1})).await);
+    }
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|tool| tool.name == "audit_log"));
+
+    sqlx::query("UPDATE users SET role = 'viewer' WHERE id = $1")
+        .bind(dana.id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    // The notification arrives moments after the commit; the same credential is then a viewer's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let result = call(&client, "audit_log", json!({"limit": 1})).await;
+        if result.is_error == Some(true) {
+            assert!(failure(&result).contains("admin"), "{result:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dana was still served as an admin 5 s after her demotion"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().all(|tool| tool.name != "audit_log"));
+}
+
+/// A trigger that tells of users' changes disabled while the server runs: within one check
+/// period the server stops keeping roles, so a demotion the trigger no longer reports still
+/// counts on the next call.
+#[tokio::test]
+async fn a_trigger_disabled_while_the_server_runs_stops_roles_being_kept() {
+    use internal_mcp::roles::TRIGGERS_CHECKED_EVERY;
+
+    let app = TestApp::spawn().await;
+    let dana = app.user("acme", "dana").await;
+    let client = app.client(Endpoint::Incidents, "acme", "dana").await;
+    let listening_within = |listening: bool, within: Duration| {
+        let roles = app.state.roles().clone();
+        async move {
+            let deadline = std::time::Instant::now() + within;
+            while roles.is_listening() != listening {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the roles' listener was not {} within {within:?}",
+                    if listening { "listening" } else { "stopped" }
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    listening_within(true, Duration::from_secs(5)).await;
+    success(&call(&client, "audit_log", json!({"limit": 1})).await);
+
+    sqlx::query("ALTER TABLE users DISABLE TRIGGER internal_mcp_user_changed")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    listening_within(false, TRIGGERS_CHECKED_EVERY + Duration::from_secs(5)).await;
+    // No notification comes now; the role is read from the table.
+    sqlx::query("UPDATE users SET role = 'viewer' WHERE id = $1")
+        .bind(dana.id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let result = call(&client, "audit_log", json!({"limit": 1})).await;
+    assert!(failure(&result).contains("admin"), "{result:?}");
+
+    // Enabled again, the listener is back within a check period.
+    sqlx::query("ALTER TABLE users ENABLE TRIGGER internal_mcp_user_changed")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    listening_within(true, TRIGGERS_CHECKED_EVERY + Duration::from_secs(5)).await;
 }

@@ -110,6 +110,20 @@ async fn acknowledging_takes_a_plan_and_a_confirmation() {
         .await,
     );
     assert_eq!(done["status"], "done");
+    // The change's audit record was written before its caller heard of it (no flush here).
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM internal_mcp_audit_log
+          WHERE user_id = $1 AND tool = 'acknowledge_service_alerts' ORDER BY id",
+    )
+    .bind(marcus.id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        ["error", "ok", "ok"],
+        "invented token, plan, confirmation"
+    );
     let acknowledged: Vec<Uuid> =
         serde_json::from_value(done["acknowledged_alert_ids"].clone()).unwrap();
     let mut acknowledged_sorted = acknowledged.clone();

@@ -2,8 +2,9 @@
 //! read its own organisation's rows.
 
 use internal_mcp::AppState;
+use internal_mcp::reader::Reader;
 
-use crate::support::{seeded_database, test_config};
+use crate::support::{reader_options, seeded_database, test_config, test_limits};
 
 async fn refusal(config: internal_mcp::Config) -> String {
     match AppState::connect(config).await {
@@ -54,6 +55,55 @@ async fn a_readable_table_without_row_level_security_is_refused() {
     let message = refusal(test_config(&database)).await;
     assert!(
         message.contains("public.leaky which has no row-level security"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_readable_sequence_is_refused() {
+    let database = seeded_database().await;
+    sqlx::query("CREATE SEQUENCE public.tenant_counter")
+        .execute(&database.pool)
+        .await
+        .unwrap();
+    sqlx::query("GRANT SELECT ON SEQUENCE public.tenant_counter TO internal_mcp_reader")
+        .execute(&database.pool)
+        .await
+        .unwrap();
+    let message = refusal(test_config(&database)).await;
+    assert!(
+        message.contains("may read or advance the sequence(s) public.tenant_counter"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_reader_without_its_guard_functions_is_refused() {
+    let database = seeded_database().await;
+    sqlx::query(
+        "REVOKE EXECUTE ON FUNCTION public.internal_mcp_guarded_query(uuid, text, double precision, integer, boolean) FROM internal_mcp_reader",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    let message = refusal(test_config(&database)).await;
+    assert!(
+        message
+            .contains("cannot execute public.internal_mcp_guarded_query(uuid, text, double precision, integer, boolean)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_extension_in_the_database_is_refused() {
+    let database = seeded_database().await;
+    sqlx::query("CREATE EXTENSION pg_buffercache")
+        .execute(&database.pool)
+        .await
+        .unwrap();
+    let message = refusal(test_config(&database)).await;
+    assert!(
+        message.contains("has the extension(s) pg_buffercache"),
         "{message}"
     );
 }
@@ -116,6 +166,58 @@ async fn security_definer_functions_and_other_databases_within_reach_are_refused
     // The server's own `postgres` database admits PUBLIC, the reader included.
     assert!(
         message.contains("may connect to other database(s)") && message.contains("postgres"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_connection_without_internal_mcps_settings_is_refused_and_cannot_run_the_guard() {
+    let database = seeded_database().await;
+    // A connection as the reader, without the start-up options internal-mcp sends (what a pooler
+    // that drops them would hand out).
+    let bare = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(reader_options(&database))
+        .await
+        .unwrap();
+    let message = Reader::new(bare.clone(), test_limits())
+        .check_session_settings()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(r#"statement_timeout is "#)
+            && message.contains(r#"jit is "on", not "off""#)
+            && message.contains(
+                r#"default_transaction_isolation is "read committed", not "repeatable read""#
+            ),
+        "{message}"
+    );
+    // The guard function refuses a transaction that may write, whatever the connection.
+    let mut writable = bare.begin_with("BEGIN READ WRITE").await.unwrap();
+    let error = sqlx::query(
+        "SELECT * FROM internal_mcp_guarded_query(gen_random_uuid(), 'SELECT NULL::float8, NULL::jsonb, NULL::bytea LIMIT 1', 1e6, 1000000, true)",
+    )
+    .fetch_all(&mut *writable)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("runs only in a read-only transaction"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn users_without_the_trigger_that_tells_of_role_changes_are_refused() {
+    let database = seeded_database().await;
+    sqlx::query("ALTER TABLE users DISABLE TRIGGER internal_mcp_user_changed")
+        .execute(&database.pool)
+        .await
+        .unwrap();
+    let message = refusal(test_config(&database)).await;
+    assert!(
+        message.contains("lacks the enabled trigger(s) internal_mcp_user_changed that tell"),
         "{message}"
     );
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -23,6 +24,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use test_harness::TestDatabase;
+use test_harness::process::{free_port, spawn, wait_until_ready};
 use tokio::sync::{OnceCell, oneshot};
 use uuid::Uuid;
 
@@ -73,14 +75,24 @@ pub async fn seeded_database() -> TestDatabase {
 /// demo-backend embeds its migrations when it is compiled; a build older than internal-mcp's
 /// migration would run without it, and every start-up check would fail for a confusing reason.
 fn assert_migrator_is_fresh() {
-    let knows_the_hardening = demo_backend::MIGRATOR.iter().any(|migration| {
-        migration
-            .description
-            .contains("internal mcp reader hardening")
-    });
-    assert!(
-        knows_the_hardening,
-        "demo-backend was compiled before migrations/0003_internal_mcp_reader_hardening.sql existed: `cargo clean -p demo-backend`"
+    let on_disk = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../demo-backend/migrations"
+    ))
+    .expect("demo-backend's migrations")
+    .filter(|entry| {
+        entry.as_ref().is_ok_and(|entry| {
+            entry
+                .path()
+                .extension()
+                .is_some_and(|ending| ending == "sql")
+        })
+    })
+    .count();
+    assert_eq!(
+        demo_backend::MIGRATOR.iter().count(),
+        on_disk,
+        "demo-backend was compiled before its newest migration existed: `cargo clean -p demo-backend`"
     );
 }
 
@@ -108,9 +120,10 @@ pub fn reader_options(database: &TestDatabase) -> PgConnectOptions {
 
 /// The signing key of every test app.
 pub fn signing_key() -> SigningKey {
-    SigningKey::new(b"internal-mcp test signing key, 32+ bytes long".to_vec())
-        .expect("a long enough key")
+    SigningKey::new(SIGNING_KEY.as_bytes().to_vec()).expect("a long enough key")
 }
+
+const SIGNING_KEY: &str = "internal-mcp test signing key, 32+ bytes long";
 
 /// The limits tests run with: a shorter statement timeout than production, so timeouts are quick.
 pub fn test_limits() -> Limits {
@@ -194,51 +207,21 @@ impl TestApp {
     }
 
     pub fn url(&self, endpoint: Endpoint) -> String {
-        format!("http://{}{}", self.address, endpoint.path())
+        endpoint_url(self.address, endpoint)
     }
 
     /// The seeded user `handle` (the part of the e-mail before @) of organisation `slug`.
     pub async fn user(&self, slug: &str, handle: &str) -> TestUser {
-        let (id, organization_id, role, email): (Uuid, Uuid, Role, String) = sqlx::query_as(
-            "SELECT u.id, u.organization_id, u.role, u.email FROM users u
-               JOIN organizations o ON o.id = u.organization_id
-              WHERE o.slug = $1 AND u.email LIKE $2 || '@%'",
-        )
-        .bind(slug)
-        .bind(handle)
-        .fetch_one(self.pool())
-        .await
-        .unwrap_or_else(|error| panic!("no user {handle} in {slug}: {error}"));
-        TestUser {
-            id,
-            organization_id,
-            role,
-            email,
-        }
+        user(self.pool(), slug, handle).await
     }
 
     pub async fn organization_id(&self, slug: &str) -> Uuid {
-        sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
-            .bind(slug)
-            .fetch_one(self.pool())
-            .await
-            .expect("a seeded organisation")
+        organization_id(self.pool(), slug).await
     }
 
     /// A valid credential for `user`, with their own role.
     pub fn credential(&self, user: &TestUser) -> String {
-        mint_credential(
-            &signing_key(),
-            &CredentialRequest {
-                issuer: "internal-host".into(),
-                user_id: user.id,
-                organization_id: user.organization_id,
-                role: user.role,
-                lifetime: Duration::from_secs(300),
-                single_use: false,
-            },
-        )
-        .expect("a credential")
+        credential(user)
     }
 
     /// An initialised rmcp client of `endpoint`, as `credential`.
@@ -247,11 +230,7 @@ impl TestApp {
         endpoint: Endpoint,
         credential: &str,
     ) -> Result<Client, String> {
-        let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(self.url(endpoint))
-                .auth_header(credential.to_owned()),
-        );
-        ().serve(transport).await.map_err(|error| error.to_string())
+        client_at(&self.url(endpoint), credential).await
     }
 
     /// An initialised rmcp client of `endpoint`, as the seeded user `handle` of `slug`.
@@ -261,6 +240,134 @@ impl TestApp {
             .await
             .expect("the client connects")
     }
+}
+
+/// The internal-mcp binary serving a fresh seeded database with the test configuration, as a child
+/// process of its own (killed when dropped), so its own resident memory can be read.
+pub struct ServerProcess {
+    pub address: SocketAddr,
+    pub database: TestDatabase,
+    child: tokio::process::Child,
+}
+
+impl ServerProcess {
+    pub async fn spawn() -> Self {
+        let database = seeded_database().await;
+        let options = &database.connect_options;
+        let reader_url = format!(
+            "postgres://internal_mcp_reader:{READER_PASSWORD}@{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            database.name
+        );
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let timeout_ms = test_limits().statement_timeout.as_millis().to_string();
+        let child = spawn(
+            &PathBuf::from(env!("CARGO_BIN_EXE_internal-mcp")),
+            &[
+                "serve",
+                "--listen",
+                &address.to_string(),
+                "--statement-timeout-ms",
+                &timeout_ms,
+            ],
+            &[
+                ("DATABASE_URL", database.url.as_str()),
+                ("INTERNAL_MCP_READER_URL", reader_url.as_str()),
+                (internal_mcp::cli::SIGNING_KEY_ENV, SIGNING_KEY),
+                // The harness's server holds every test's database: a shared test server.
+                ("INTERNAL_MCP_ALLOW_READER_IN_OTHER_DATABASES", "true"),
+                ("RUST_LOG", "warn"),
+            ],
+        );
+        wait_until_ready(
+            &format!("http://{address}/healthz"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("internal-mcp answers its health check");
+        Self {
+            address,
+            database,
+            child,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.database.pool
+    }
+
+    /// An initialised rmcp client of `endpoint`, as the seeded user `handle` of `slug`.
+    pub async fn client(&self, endpoint: Endpoint, slug: &str, handle: &str) -> Client {
+        let user = user(self.pool(), slug, handle).await;
+        client_at(&endpoint_url(self.address, endpoint), &credential(&user))
+            .await
+            .expect("the client connects")
+    }
+
+    /// The most memory the process has held resident since it started (the kernel's `VmHWM`).
+    pub fn peak_resident_bytes(&self) -> u64 {
+        let pid = self.child.id().expect("the server is running");
+        status_bytes(&format!("/proc/{pid}/status"), "VmHWM:")
+    }
+}
+
+/// The seeded user `handle` (the part of the e-mail before @) of organisation `slug`.
+pub async fn user(pool: &PgPool, slug: &str, handle: &str) -> TestUser {
+    let (id, organization_id, role, email): (Uuid, Uuid, Role, String) = sqlx::query_as(
+        "SELECT u.id, u.organization_id, u.role, u.email FROM users u
+           JOIN organizations o ON o.id = u.organization_id
+          WHERE o.slug = $1 AND u.email LIKE $2 || '@%'",
+    )
+    .bind(slug)
+    .bind(handle)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|error| panic!("no user {handle} in {slug}: {error}"));
+    TestUser {
+        id,
+        organization_id,
+        role,
+        email,
+    }
+}
+
+pub async fn organization_id(pool: &PgPool, slug: &str) -> Uuid {
+    sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+        .bind(slug)
+        .fetch_one(pool)
+        .await
+        .expect("a seeded organisation")
+}
+
+/// A valid credential for `user`, with their own role, signed with the tests' key.
+pub fn credential(user: &TestUser) -> String {
+    mint_credential(
+        &signing_key(),
+        &CredentialRequest {
+            issuer: "internal-host".into(),
+            user_id: user.id,
+            organization_id: user.organization_id,
+            role: user.role,
+            lifetime: Duration::from_secs(300),
+            single_use: false,
+        },
+    )
+    .expect("a credential")
+}
+
+/// The URL of `endpoint` on a server listening at `address`.
+fn endpoint_url(address: SocketAddr, endpoint: Endpoint) -> String {
+    format!("http://{address}{}", endpoint.path())
+}
+
+/// An initialised rmcp client of the MCP endpoint at `url`, as `credential`.
+pub async fn client_at(url: &str, credential: &str) -> Result<Client, String> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned())
+            .auth_header(credential.to_owned()),
+    );
+    ().serve(transport).await.map_err(|error| error.to_string())
 }
 
 /// Calls `tool` with `arguments` (a JSON object); protocol errors fail the test.
@@ -352,36 +459,9 @@ pub async fn database_fingerprint(pool: &PgPool) -> Vec<(String, i64, i64)> {
     fingerprint
 }
 
-/// The resident memory of this process (internal-mcp runs in it), measured with the kernel's
-/// high-water mark, which [`ResidentMemory::reset_peak`] resets.
-pub struct ResidentMemory {
-    baseline: u64,
-}
-
-impl ResidentMemory {
-    /// Resets the kernel's peak (`VmHWM`) to the current resident size, which it keeps as the
-    /// baseline.
-    pub fn reset_peak() -> Self {
-        std::fs::write("/proc/self/clear_refs", "5").expect("the kernel resets VmHWM");
-        Self {
-            baseline: status_bytes("VmRSS:"),
-        }
-    }
-
-    /// The resident size in bytes when the peak was reset.
-    pub fn baseline(&self) -> u64 {
-        self.baseline
-    }
-
-    /// The peak resident size in bytes since the reset.
-    pub fn peak_since_reset(&self) -> u64 {
-        status_bytes("VmHWM:")
-    }
-}
-
-/// A figure in kilobytes from `/proc/self/status`, in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+/// A figure in kilobytes from a `/proc/<pid>/status` file, in bytes.
+fn status_bytes(path: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
@@ -394,5 +474,5 @@ fn status_bytes(field: &str) -> u64 {
                 .ok()
         })
         .map(|kilobytes| kilobytes * 1024)
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+        .unwrap_or_else(|| panic!("{field} in {path}"))
 }

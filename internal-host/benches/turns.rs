@@ -2,8 +2,11 @@
 //! A turn asks one question; the model (in process, answering at once, so its time is nil) calls
 //! `run_select` on the real internal-mcp over HTTP, then answers. Measured per turn: wall time,
 //! the time the tool call took as the host saw it, the host's overhead (the rest: connecting and
-//! listing tools, the credential, the event log, the history), and the time to the first event a
-//! page streams. It also prints the tokens the skills index keeps out of the first model call.
+//! listing tools, the credential, the event log, the history), and the time to the first streamed
+//! byte: a page open on the conversation reads the real `GET /conversations/{id}/events` of the
+//! host's web app over HTTP (with a session of the user as the sign-in callback creates it), and
+//! the clock runs from the turn's start to its first event byte. It also prints the
+//! tokens the skills index keeps out of the first model call.
 //!
 //! With `BENCH_LLM_URL` naming an OpenAI-compatible server (the local model:
 //! `ops/local-model start --port 8093 --log /tmp/llm.log --pid /tmp/llm.pid`, then
@@ -17,23 +20,28 @@
 #[allow(dead_code)] // the tests' helpers; the benchmark uses a few
 #[path = "../tests/it/support.rs"]
 mod support;
+#[allow(dead_code)] // the web tests' helpers; the benchmark serves the product and the host with them
+#[path = "../tests/it/web_support.rs"]
+mod web_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use internal_host::AppState;
-use internal_host::agent::{Agent, TurnContext, TurnLimits};
-use internal_host::events::{EventLog, TurnEvent, TurnStatus};
+use internal_host::agent::{Agent, TurnLimits};
+use internal_host::events::{TurnEvent, TurnStatus};
 use internal_host::llm::{
     EventStream, FinishReason, LlmSettings, ModelInfo, Provider, Request, Role, StreamEvent,
     ToolCall, ToolMode, Usage,
 };
+use internal_host::session::SESSION_COOKIE;
+use internal_host::sign_in::Identity;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use support::{host_config, seeded_database, spawn_internal_mcp, user};
+use support::{new_conversation, new_turn, seeded_database, spawn_internal_mcp, user};
 
 /// A model that answers at once: a `run_select` first, then a sentence once it read the result.
 /// It keeps the tool definitions of the first request it was sent, for the skills figure.
@@ -116,7 +124,8 @@ impl Provider for InstantModel {
 /// One measured turn.
 struct Measured {
     wall: Duration,
-    first_event: Duration,
+    /// From the turn's start to the first byte of an event on the page's stream.
+    first_byte: Duration,
     tools_ms: u64,
     status: TurnStatus,
     tool_calls: usize,
@@ -125,56 +134,48 @@ struct Measured {
 
 struct Bench {
     state: AppState,
-    events: EventLog,
     user: internal_host::credentials::ActingUser,
+    /// The host's web app, served on its own port.
+    base: String,
+    /// The cookie of a session of `user`.
+    session_cookie: String,
+    http: reqwest::Client,
 }
 
 impl Bench {
     async fn turn(&self, agent: &Agent, question: &str) -> anyhow::Result<Measured> {
-        let conversation_id = Uuid::new_v4();
-        sqlx::query(
-            "INSERT INTO conversations (id, organization_id, user_id, title) VALUES ($1, $2, $3, 'bench')",
-        )
-        .bind(conversation_id)
-        .bind(self.user.organization_id)
-        .bind(self.user.user_id)
-        .execute(self.state.database())
-        .await?;
-        let turn = TurnContext {
-            turn_id: Uuid::new_v4(),
-            conversation_id,
-            correlation_id: Uuid::new_v4(),
-            user: self.user.clone(),
-            question: question.to_owned(),
-        };
-        sqlx::query(
-            "INSERT INTO turns (id, conversation_id, correlation_id, question, status) VALUES ($1, $2, $3, $4, 'running')",
-        )
-        .bind(turn.turn_id)
-        .bind(conversation_id)
-        .bind(turn.correlation_id)
-        .bind(question)
-        .execute(self.state.database())
-        .await?;
+        let conversation_id = new_conversation(self.state.database(), &self.user, "bench").await;
+        let turn = new_turn(self.state.database(), conversation_id, &self.user, question).await;
 
-        // A page's stream wakes on the log's signal; the first one is what it would send first.
-        let mut signals = self.events.signals();
+        // A page open on the conversation: its event stream is connected before the turn starts.
+        let mut stream = self
+            .http
+            .get(format!(
+                "{}/conversations/{conversation_id}/events",
+                self.base
+            ))
+            .header(reqwest::header::COOKIE, &self.session_cookie)
+            .send()
+            .await?
+            .error_for_status()?;
         let started = Instant::now();
-        let running = agent.run_turn(&turn, &self.events, CancellationToken::new());
+        let running = agent.run_turn(&turn, self.state.events(), CancellationToken::new());
         tokio::pin!(running);
-        let mut first_event = None;
+        let mut first_byte = None;
         let status = loop {
             tokio::select! {
                 status = &mut running => break status?,
-                () = self.events.wait_for_more(conversation_id, &mut signals), if first_event.is_none() => {
-                    if !self.events.read_after(conversation_id, 0, 1).await?.is_empty() {
-                        first_event = Some(started.elapsed());
-                    }
+                chunk = stream.chunk(), if first_byte.is_none() => {
+                    first_byte = first_event_byte(chunk?, started)?;
                 }
             }
         };
         let wall = started.elapsed();
-        let events = self.events.read_turn(turn.turn_id).await?;
+        while first_byte.is_none() {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await??;
+            first_byte = first_event_byte(chunk, started)?;
+        }
+        let events = self.state.events().read_turn(turn.turn_id).await?;
         let mut tools_ms = 0;
         let mut tool_calls = 0;
         let mut first_tool = None;
@@ -190,16 +191,69 @@ impl Bench {
                 _ => {}
             }
         }
-        let first_event = first_event.unwrap_or(wall);
         Ok(Measured {
             wall,
-            first_event,
+            first_byte: first_byte.unwrap_or(wall),
             tools_ms,
             status,
             tool_calls,
             first_tool,
         })
     }
+}
+
+/// The time since `started` if `chunk` begins an event (not a keep-alive comment); an error if the
+/// stream ended.
+fn first_event_byte(
+    chunk: Option<axum::body::Bytes>,
+    started: Instant,
+) -> anyhow::Result<Option<Duration>> {
+    match chunk {
+        None => anyhow::bail!("the event stream ended before the first event"),
+        Some(bytes) if bytes.is_empty() || bytes.starts_with(b":") => Ok(None),
+        Some(_) => Ok(Some(started.elapsed())),
+    }
+}
+
+/// A session of `handle` of `slug`, as the sign-in callback creates it; returns its cookie.
+async fn session_cookie_of(
+    state: &AppState,
+    product: &sqlx::PgPool,
+    slug: &str,
+    handle: &str,
+) -> anyhow::Result<String> {
+    let (user_id, user_name, email, role, organization_id, organization_name): (
+        Uuid,
+        String,
+        String,
+        String,
+        Uuid,
+        String,
+    ) = sqlx::query_as(
+        "SELECT u.id, u.name, u.email, u.role::text, o.id, o.name FROM users u
+           JOIN organizations o ON o.id = u.organization_id
+          WHERE o.slug = $1 AND u.email LIKE $2 || '@%'",
+    )
+    .bind(slug)
+    .bind(handle)
+    .fetch_one(product)
+    .await?;
+    let identity = Identity {
+        user_id,
+        user_name,
+        email,
+        role,
+        organization_id,
+        organization_name,
+    };
+    let secret = internal_host::session::create(
+        state.database(),
+        &identity,
+        None,
+        Duration::from_secs(3600),
+    )
+    .await?;
+    Ok(format!("{SESSION_COOKIE}={secret}"))
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
@@ -258,11 +312,15 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(50);
     let database = seeded_database().await;
     let (url, _stop) = spawn_internal_mcp(&database).await;
-    let state = AppState::connect(host_config(&database, &url)).await?;
+    let (state, base, _issuer, _servers) =
+        web_support::serve_product_and_host(&database, &url, |state| state).await;
+    let session_cookie = session_cookie_of(&state, &database.pool, "acme", "dana").await?;
     let bench = Bench {
-        events: EventLog::new(state.database().clone()),
         user: user(&database.pool, "acme", "dana").await,
         state,
+        base,
+        session_cookie,
+        http: reqwest::Client::new(),
     };
     let limits = TurnLimits::default();
     limits.validate()?;
@@ -293,14 +351,14 @@ async fn main() -> anyhow::Result<()> {
         walls.push(wall_ms);
         tools.push(measured.tools_ms as f64);
         overheads.push(wall_ms - measured.tools_ms as f64);
-        firsts.push(measured.first_event.as_secs_f64() * 1000.0);
+        firsts.push(measured.first_byte.as_secs_f64() * 1000.0);
     }
     println!(
         "turn with one run_select over HTTP, the model answering at once, {turns} turns:\n  \
          wall          p50 {:7.1} ms  p99 {:7.1} ms\n  \
          tool call     p50 {:7.1} ms  p99 {:7.1} ms  (as the host timed it, whole milliseconds)\n  \
          host overhead p50 {:7.1} ms  p99 {:7.1} ms  (wall minus the tool call: connect, list tools, credential, events, history)\n  \
-         first event   p50 {:7.1} ms  p99 {:7.1} ms  (what a page's stream sends first)",
+         first byte    p50 {:7.1} ms  p99 {:7.1} ms  (the turn's start to its first event byte on a page's GET .../events)",
         percentile(&mut walls, 0.5),
         percentile(&mut walls, 0.99),
         percentile(&mut tools, 0.5),

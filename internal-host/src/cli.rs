@@ -65,12 +65,33 @@ pub struct ServeArguments {
     /// --internal-mcp-url.
     #[arg(long, env = "INTERNAL_HOST_MCP_SERVERS")]
     pub mcp_servers: Option<PathBuf>,
-    /// A file holding the HS256 key internal-mcp trusts (or set INTERNAL_MCP_SIGNING_KEY).
+    /// The host's Ed25519 private key (PKCS#8 PEM, as `internal-mcp keygen` writes it), whose
+    /// public half internal-mcp holds under --key-id: internal-mcp then cannot mint credentials.
+    #[arg(
+        long,
+        env = "INTERNAL_HOST_PRIVATE_KEY_FILE",
+        requires = "key_id",
+        conflicts_with = "signing_key_file"
+    )]
+    pub private_key_file: Option<PathBuf>,
+    /// The `kid` internal-mcp's key set publishes the private key's public half under.
+    #[arg(long, env = "INTERNAL_HOST_KEY_ID")]
+    pub key_id: Option<String>,
+    /// Instead of a private key: a file holding the HS256 key internal-mcp trusts (or set
+    /// INTERNAL_MCP_SIGNING_KEY).
     #[arg(long, env = "INTERNAL_MCP_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
     /// An MCP call that takes longer is cancelled.
     #[arg(long, default_value_t = 30)]
     pub mcp_timeout_seconds: u64,
+    /// Connecting to an MCP server, and listing its tools, each get this long; a server slower
+    /// than that is left out of the turn with a notice.
+    #[arg(
+        long,
+        env = "INTERNAL_HOST_MCP_CONNECT_TIMEOUT_SECONDS",
+        default_value_t = McpLimits::DEFAULT.connect_timeout.as_secs()
+    )]
+    pub mcp_connect_timeout_seconds: u64,
     /// Tool results longer than this many characters are cut before the model reads them.
     #[arg(long, default_value_t = McpLimits::DEFAULT.max_result_chars)]
     pub max_result_chars: usize,
@@ -166,9 +187,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
-    let key = read_key(arguments.signing_key_file.as_deref())?;
+    let key = match (&arguments.private_key_file, &arguments.key_id) {
+        (Some(file), Some(kid)) => read_private_key(file, kid)?,
+        _ => read_key(arguments.signing_key_file.as_deref())?,
+    };
     let mut config = Config::new(arguments.database_url.0, arguments.internal_mcp_url, key);
     config.mcp_limits.call_timeout = Duration::from_secs(arguments.mcp_timeout_seconds);
+    config.mcp_limits.connect_timeout = Duration::from_secs(arguments.mcp_connect_timeout_seconds);
     config.mcp_limits.max_result_chars = arguments.max_result_chars;
     config.web.public_url = arguments.public_url.trim_end_matches('/').to_owned();
     config.web.session_lifetime = Duration::from_secs(arguments.session_hours.saturating_mul(3600));
@@ -265,7 +290,14 @@ async fn serve_command(arguments: ServeArguments) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The key from the file or the environment, exactly one of the two.
+/// The host's Ed25519 private key, published to internal-mcp under `kid`.
+fn read_private_key(file: &std::path::Path, kid: &str) -> Result<CredentialKey, Error> {
+    let pem = std::fs::read_to_string(file)
+        .map_err(|error| Error::Startup(format!("cannot read the private key file: {error}")))?;
+    CredentialKey::ed25519_from_pem(kid, &pem)
+}
+
+/// The shared key from the file or the environment, exactly one of the two.
 fn read_key(file: Option<&std::path::Path>) -> Result<CredentialKey, Error> {
     CredentialKey::new(read_secret(file, SIGNING_KEY_ENV, "the signing key")?)
 }

@@ -61,25 +61,42 @@ pub struct ClientSecret(Arc<str>);
 /// Limits on every MCP call the host makes.
 #[derive(Debug, Clone, Copy)]
 pub struct McpLimits {
-    /// A call (or the connection set-up) that takes longer is cancelled and reported as a
-    /// transport failure.
+    /// A call that takes longer is cancelled and reported as a transport failure.
     pub call_timeout: Duration,
+    /// Connecting to a server, and then listing its tools, each get this long (or the call
+    /// timeout, if shorter): a server that accepts and never answers is a notice within seconds,
+    /// while the turn goes on with the others.
+    pub connect_timeout: Duration,
     /// Longer results are cut before they enter the model's context (the full text is kept).
     pub max_result_chars: usize,
     /// How long a minted credential lives; internal-mcp refuses more than 600 seconds.
     pub credential_lifetime: Duration,
 }
 
-/// The credential signing key: at least 32 bytes, never printed.
+/// The key the host signs internal-mcp credentials with. Never printed.
 #[derive(Clone)]
-pub struct CredentialKey(Arc<[u8]>);
+pub enum CredentialKey {
+    /// An Ed25519 private key (EdDSA, PKCS#8 DER); internal-mcp holds only its public half, under
+    /// `kid`, so internal-mcp cannot mint what the host mints. What `ops/run` uses.
+    Ed25519 { kid: String, pkcs8_der: Arc<[u8]> },
+    /// The HS256 key shared with internal-mcp (at least 32 bytes): simple, but whoever can verify
+    /// can also mint.
+    Shared(Arc<[u8]>),
+}
 
 impl McpLimits {
     pub const DEFAULT: McpLimits = McpLimits {
         call_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
         max_result_chars: 16_000,
         credential_lifetime: Duration::from_secs(120),
     };
+
+    /// The bound on connecting, and on listing tools: the connect timeout, or the call timeout if
+    /// that is shorter (a server configured with a short timeout keeps it).
+    pub fn set_up_timeout(&self) -> Duration {
+        self.connect_timeout.min(self.call_timeout)
+    }
 }
 
 impl Config {
@@ -109,6 +126,11 @@ impl Config {
         if limits.call_timeout.is_zero() || limits.call_timeout > Duration::from_secs(600) {
             return Err(Error::Startup(
                 "the MCP call timeout must be between 1 ms and 600 s".into(),
+            ));
+        }
+        if limits.connect_timeout.is_zero() || limits.connect_timeout > Duration::from_secs(600) {
+            return Err(Error::Startup(
+                "the MCP connect timeout must be between 1 ms and 600 s".into(),
             ));
         }
         if !(1_000..=1_000_000).contains(&limits.max_result_chars) {
@@ -221,6 +243,39 @@ impl CredentialKey {
     /// Shorter keys make HS256 guessable; they are refused.
     pub const MINIMUM_BYTES: usize = 32;
 
+    /// An Ed25519 private key from its PKCS#8 PEM file (as `internal-mcp keygen` or `openssl
+    /// genpkey -algorithm ed25519` write it), published to internal-mcp under `kid`. Refused
+    /// unless it signs.
+    pub fn ed25519_from_pem(kid: &str, pem: &str) -> Result<Self, Error> {
+        use base64::Engine as _;
+        let body: String = pem
+            .lines()
+            .map(str::trim)
+            .skip_while(|line| *line != "-----BEGIN PRIVATE KEY-----")
+            .skip(1)
+            .take_while(|line| *line != "-----END PRIVATE KEY-----")
+            .collect();
+        let pkcs8_der = base64::engine::general_purpose::STANDARD
+            .decode(body.as_bytes())
+            .map_err(|_| Error::Startup("the private key file is not a PEM PRIVATE KEY".into()))?;
+        if kid.trim().is_empty() {
+            return Err(Error::Startup(
+                "the private key needs a key id (kid)".into(),
+            ));
+        }
+        let key = Self::Ed25519 {
+            kid: kid.to_owned(),
+            pkcs8_der: pkcs8_der.into(),
+        };
+        crate::credentials::CredentialMinter::new(&key, Duration::from_secs(60))
+            .check_key()
+            .map_err(|_| {
+                Error::Startup("the private key file does not hold an Ed25519 key (PKCS#8)".into())
+            })?;
+        Ok(key)
+    }
+
+    /// A shared HS256 key.
     pub fn new(bytes: Vec<u8>) -> Result<Self, Error> {
         if bytes.len() < Self::MINIMUM_BYTES {
             return Err(Error::Startup(format!(
@@ -229,11 +284,7 @@ impl CredentialKey {
                 Self::MINIMUM_BYTES
             )));
         }
-        Ok(Self(bytes.into()))
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
+        Ok(Self::Shared(bytes.into()))
     }
 }
 
@@ -277,6 +328,7 @@ mod tests {
         assert!(check(|_| {}).is_ok());
         assert!(check(|c| c.internal_mcp_url = "ftp://x/mcp".into()).is_err());
         assert!(check(|c| c.mcp_limits.call_timeout = Duration::ZERO).is_err());
+        assert!(check(|c| c.mcp_limits.connect_timeout = Duration::ZERO).is_err());
         assert!(check(|c| c.mcp_limits.max_result_chars = 10).is_err());
         assert!(check(|c| c.mcp_limits.credential_lifetime = Duration::from_secs(601)).is_err());
         assert!(check(|c| c.web.public_url = "http://127.0.0.1:8092/".into()).is_err());
@@ -284,6 +336,17 @@ mod tests {
         assert!(check(|c| c.web.max_question_chars = 0).is_err());
         assert!(check(|c| c.web.sign_in = Some(sign_in("short"))).is_err());
         assert!(check(|c| c.web.sign_in = Some(sign_in("a long enough client secret"))).is_ok());
+    }
+
+    #[test]
+    fn connecting_gets_the_shorter_of_the_connect_and_call_timeouts() {
+        let limits = McpLimits::DEFAULT;
+        assert_eq!(limits.set_up_timeout(), Duration::from_secs(5));
+        let short_calls = McpLimits {
+            call_timeout: Duration::from_secs(2),
+            ..limits
+        };
+        assert_eq!(short_calls.set_up_timeout(), Duration::from_secs(2));
     }
 
     fn sign_in(secret: &str) -> SignInConfig {

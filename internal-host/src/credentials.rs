@@ -1,6 +1,7 @@
 //! Mints the short-lived credential internal-mcp requires, naming the signed-in user. This is the
-//! one place that knows the credential's format (today an HS256 JWT with a shared key, as
-//! internal-mcp's `auth` module verifies it); the model, the page and the logs never see one.
+//! one place that knows the credential's format (a JWT signed with the host's own Ed25519 key, or
+//! with an HS256 key shared with internal-mcp, as internal-mcp's `auth` module verifies them); the
+//! model, the page and the logs never see one.
 //!
 //! The credential's `jti` starts with the turn's correlation id, so internal-mcp's audit rows (which
 //! record the `jti`) join the host's turns: `credential_id LIKE '<correlation id>/%'`.
@@ -32,6 +33,9 @@ pub struct ActingUser {
 #[derive(Clone)]
 pub struct CredentialMinter {
     key: EncodingKey,
+    algorithm: Algorithm,
+    /// For EdDSA, the `kid` internal-mcp finds the public key under.
+    kid: Option<String>,
     lifetime: Duration,
 }
 
@@ -49,10 +53,36 @@ struct Claims<'a> {
 
 impl CredentialMinter {
     pub fn new(key: &CredentialKey, lifetime: Duration) -> Self {
+        let (key, algorithm, kid) = match key {
+            CredentialKey::Ed25519 { kid, pkcs8_der } => (
+                EncodingKey::from_ed_der(pkcs8_der),
+                Algorithm::EdDSA,
+                Some(kid.clone()),
+            ),
+            CredentialKey::Shared(secret) => {
+                (EncodingKey::from_secret(secret), Algorithm::HS256, None)
+            }
+        };
         Self {
-            key: EncodingKey::from_secret(key.bytes()),
+            key,
+            algorithm,
+            kid,
             lifetime,
         }
+    }
+
+    fn header(&self) -> Header {
+        let mut header = Header::new(self.algorithm);
+        header.kid.clone_from(&self.kid);
+        header
+    }
+
+    /// Whether the key signs at all (a key of the wrong kind fails here, at start-up, rather than
+    /// on the first question).
+    pub(crate) fn check_key(&self) -> Result<(), Error> {
+        jsonwebtoken::encode(&self.header(), &serde_json::json!({}), &self.key)
+            .map(drop)
+            .map_err(|error| Error::Credential(error.to_string()))
     }
 
     /// A fresh credential for `user`, tagged with `correlation_id`.
@@ -72,7 +102,7 @@ impl CredentialMinter {
             exp: issued_at.saturating_add(lifetime),
             jti: format!("{correlation_id}/{}", Uuid::new_v4()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+        jsonwebtoken::encode(&self.header(), &claims, &self.key)
             .map_err(|error| Error::Credential(error.to_string()))
     }
 }

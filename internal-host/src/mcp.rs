@@ -4,9 +4,9 @@
 //! A [`McpConnector`] opens one [`McpSession`] per piece of work (a turn, a confirmation): for
 //! internal-mcp with a freshly minted credential for the acting user, for other servers with their
 //! configured headers or as a fresh child process; always with the turn's correlation id (in an
-//! `X-Correlation-Id` header over HTTP). Every request is bounded by a timeout; a call that times out or
-//! whose future is dropped (the Stop button) is cancelled, and rmcp then sends the server
-//! `notifications/cancelled`. Tool errors (`isError`) are results the model reads; transport
+//! `X-Correlation-Id` header over HTTP). Every request is bounded by a timeout (connecting and
+//! listing tools by a shorter one than calls); a call that times out or whose future is dropped
+//! (the Stop button) is cancelled, and rmcp then sends the server `notifications/cancelled`. Tool errors (`isError`) are results the model reads; transport
 //! failures are [`Error::McpTransport`], shown apart.
 
 use std::collections::HashMap;
@@ -92,6 +92,9 @@ pub struct ToolDescription {
 pub struct ToolGroup {
     pub name: String,
     pub description: String,
+    /// How to use the group's tools well, for a model that activated it (empty when the server
+    /// gives none).
+    pub instructions: String,
 }
 
 /// What a tool call returned, capped for the model's context.
@@ -194,9 +197,14 @@ impl McpConnector {
                 }
             }
         });
-        let service = tokio::time::timeout(self.limits.call_timeout, connecting)
+        let service = tokio::time::timeout(self.limits.set_up_timeout(), connecting)
             .await
-            .map_err(|_| self.transport_error("timed out while connecting"))??;
+            .map_err(|_| {
+                self.transport_error(format!(
+                    "did not answer within {} s while connecting",
+                    self.limits.set_up_timeout().as_secs_f64()
+                ))
+            })??;
         Ok(McpSession {
             server: self.server.clone(),
             service,
@@ -328,10 +336,16 @@ impl McpSession {
 
     /// Every tool the server offers this user.
     pub async fn tools(&self) -> Result<Vec<ToolDescription>, Error> {
-        let tools = tokio::time::timeout(self.limits.call_timeout, self.service.list_all_tools())
-            .await
-            .map_err(|_| self.transport_error("timed out listing tools"))?
-            .map_err(|error| self.transport_error(error))?;
+        let tools =
+            tokio::time::timeout(self.limits.set_up_timeout(), self.service.list_all_tools())
+                .await
+                .map_err(|_| {
+                    self.transport_error(format!(
+                        "did not list its tools within {} s",
+                        self.limits.set_up_timeout().as_secs_f64()
+                    ))
+                })?
+                .map_err(|error| self.transport_error(error))?;
         Ok(tools.iter().map(describe).collect())
     }
 
@@ -385,6 +399,11 @@ pub(crate) fn describe(tool: &Tool) -> ToolDescription {
             Some(ToolGroup {
                 name: group.get("name")?.as_str()?.to_owned(),
                 description: group.get("description")?.as_str()?.to_owned(),
+                instructions: group
+                    .get("instructions")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
             })
         });
     ToolDescription {

@@ -236,6 +236,28 @@ async fn ask(browser: &Browser, question: &str) {
     browser.find("#ask").await.unwrap().click().await.unwrap();
 }
 
+/// Waits for a change's approval card; when it does not come, the failure says what the host had
+/// (its turns' questions and statuses) and what the page shows, so it names its own cause: a
+/// question that never became a turn, or a waiting turn the page did not show.
+async fn wait_for_approval_card(browser: &Browser, backend: &Backend) {
+    let Err(error) = browser
+        .wait_for(".approval button.confirm", AGENT_WAIT)
+        .await
+    else {
+        return;
+    };
+    let turns: Vec<(String, String)> =
+        sqlx::query_as("SELECT question, status FROM internal_host.turns ORDER BY created_at")
+            .fetch_all(&backend.database.pool)
+            .await
+            .unwrap_or_default();
+    let form = contents(browser, ".form-status").await;
+    let shown = contents(browser, "article.turn").await;
+    panic!(
+        "{error}\n  the host's turns: {turns:?}\n  the form says: {form:?}\n  the page shows: {shown:?}"
+    );
+}
+
 /// The `textContent` of every element matching `css` (hidden ones too, such as the inside of a
 /// closed `<details>`).
 async fn contents(browser: &Browser, css: &str) -> Vec<String> {
@@ -417,10 +439,7 @@ async fn a_person_asks_the_assistant_in_a_browser_confirms_a_note_and_stops_a_tu
     // 2. A change: the approval card, Confirm, the model's closing text, the note once.
     let step = Instant::now();
     ask(&browser, &format!("Add a note to {reference}: {NOTE}")).await;
-    browser
-        .wait_for(".approval button.confirm", AGENT_WAIT)
-        .await
-        .unwrap();
+    wait_for_approval_card(&browser, &backend).await;
     let token: String = sqlx::query_scalar(
         "SELECT confirmation_token FROM internal_host.approvals WHERE status = 'pending'",
     )

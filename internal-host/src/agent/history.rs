@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::prompts;
+use super::tools::{self, ToolSet};
 use crate::events::TurnEvent;
 use crate::llm::{Message, Role, ToolCall, ToolSpec};
 
@@ -47,8 +48,37 @@ impl Conversation {
         messages
     }
 
+    /// Makes the conversation and the tools `tools` offers fit in `budget_tokens`; returns the
+    /// estimate after and the tools to send. A result the model will read that points to
+    /// `host__read_result` (shortened here to fit, or cut in an earlier turn) gets the paging tool
+    /// offered with it, so the model is never told of a tool it does not have.
+    pub fn fit_with_tools(
+        &mut self,
+        budget_tokens: usize,
+        tools: &mut ToolSet,
+    ) -> (usize, Vec<ToolSpec>) {
+        let specs = tools.specs();
+        let estimate = self.fit(budget_tokens, &specs);
+        if tools.offers_paging() || !self.points_to_paging() {
+            return (estimate, specs);
+        }
+        tools.allow_paging();
+        let specs = tools.specs();
+        (self.fit(budget_tokens, &specs), specs)
+    }
+
+    /// True when a result the model will read tells it to call `host__read_result`.
+    fn points_to_paging(&self) -> bool {
+        let paging = tools::qualified_name(tools::HOST, tools::READ_RESULT);
+        self.earlier
+            .iter()
+            .flatten()
+            .chain(&self.current)
+            .any(|message| message.role == Role::Tool && message.content.contains(&paging))
+    }
+
     /// Makes the conversation and `tools` fit in `budget_tokens`; returns the estimate after.
-    pub fn fit(&mut self, budget_tokens: usize, tools: &[ToolSpec]) -> usize {
+    fn fit(&mut self, budget_tokens: usize, tools: &[ToolSpec]) -> usize {
         let tools_tokens = estimate_tools(tools);
         let total = |conversation: &Conversation| estimate(&conversation.messages()) + tools_tokens;
         // 1. The oldest turns' tool results.
@@ -83,7 +113,8 @@ impl Conversation {
             {
                 let (kept, _) = crate::mcp::cap_text(&message.content, SHORTENED_RESULT_CHARS);
                 message.content = format!(
-                    "{kept}\n[Shortened to fit the context window; host__read_result has the rest.]"
+                    "{kept}\n[Shortened to fit the context window; {} has the rest.]",
+                    tools::qualified_name(tools::HOST, tools::READ_RESULT)
                 );
             }
         }
@@ -368,18 +399,23 @@ mod tests {
         assert!(messages[1].content.contains("left out"), "{after}");
     }
 
-    #[test]
-    fn the_current_turns_older_results_are_shortened_but_not_the_latest() {
+    /// A conversation whose current turn has two results of 20,000 characters each.
+    fn two_big_results_in_the_current_turn() -> Conversation {
         let big = "y".repeat(20_000);
         let mut events = turn("q", &big);
         events.push(started("c2"));
         events.push(finished("c2", &big));
-        let mut conversation = Conversation {
+        Conversation {
             system: Message::system("s"),
             earlier: Vec::new(),
             current: turn_messages(&events),
             dropped_turns: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn the_current_turns_older_results_are_shortened_but_not_the_latest() {
+        let mut conversation = two_big_results_in_the_current_turn();
         conversation.fit(6_000, &[]);
         let tools: Vec<&Message> = conversation
             .current
@@ -388,5 +424,62 @@ mod tests {
             .collect();
         assert!(tools[0].content.len() < 1_000);
         assert_eq!(tools[1].content.len(), 20_000);
+    }
+
+    fn offered_names(specs: &[ToolSpec]) -> Vec<&str> {
+        specs.iter().map(|spec| spec.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_result_shortened_to_fit_comes_with_the_paging_tool_it_points_to() {
+        let mut conversation = two_big_results_in_the_current_turn();
+        let mut tool_set = ToolSet::default();
+
+        // Room for everything: nothing is shortened and there is nothing to page.
+        let (_, specs) = conversation.fit_with_tools(100_000, &mut tool_set);
+        assert!(!offered_names(&specs).contains(&"host__read_result"));
+        assert!(!tool_set.offers_paging());
+
+        // Less room: the older result is shortened, says host__read_result has the rest, and
+        // host__read_result is offered with it.
+        let (estimate, specs) = conversation.fit_with_tools(6_000, &mut tool_set);
+        assert!(estimate <= 6_000, "{estimate}");
+        assert!(
+            conversation
+                .current
+                .iter()
+                .any(|message| message.role == Role::Tool
+                    && message.content.contains("host__read_result has the rest")),
+        );
+        assert_eq!(offered_names(&specs), ["host__read_result"]);
+        assert!(tool_set.offers_paging());
+    }
+
+    #[test]
+    fn a_result_cut_in_an_earlier_turn_comes_with_the_paging_tool() {
+        let mut events = turn("q", "the first part");
+        if let Some(TurnEvent::ToolCallFinished { outcome, .. }) = events.get_mut(3) {
+            outcome.truncated = true;
+        }
+        let mut conversation = Conversation {
+            system: Message::system("s"),
+            earlier: vec![turn_messages(&events)],
+            current: vec![Message::user("and the rest?")],
+            dropped_turns: 0,
+        };
+        let mut tool_set = ToolSet::default();
+        let (_, specs) = conversation.fit_with_tools(100_000, &mut tool_set);
+        assert_eq!(offered_names(&specs), ["host__read_result"]);
+
+        // Dropped to fit, the result no longer points anywhere: nothing to offer.
+        let mut conversation = Conversation {
+            system: Message::system("s"),
+            earlier: vec![turn_messages(&events)],
+            current: vec![Message::user("and the rest?")],
+            dropped_turns: 0,
+        };
+        let mut tool_set = ToolSet::default();
+        let (_, specs) = conversation.fit_with_tools(40, &mut tool_set);
+        assert!(specs.is_empty(), "{:?}", offered_names(&specs));
     }
 }

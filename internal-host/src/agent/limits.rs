@@ -18,7 +18,7 @@ pub struct TurnLimits {
     /// Input plus output tokens per turn, as the server reports them (estimated when it does not).
     pub max_tokens: u64,
     /// How many times the same tool with the same arguments may run in a turn; the next identical
-    /// call is refused and the model is told why.
+    /// call is refused and the model is told why, and one more after that ends the turn.
     pub max_identical_calls: u32,
     /// The most characters of one tool result that enter the model's context; the rest is kept
     /// and the model may page through it with `host__read_result`.

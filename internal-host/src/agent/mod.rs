@@ -5,9 +5,10 @@
 //! `turns` row's status and counters are kept current.
 //!
 //! Guards ([`TurnLimits`]): caps on model calls, tool calls, wall time and tokens; a breaker on
-//! identical calls; arguments checked against the tool's schema before the call; results capped
-//! before they enter the context (the rest paged with `host__read_result`); the conversation kept
-//! within the model's window.
+//! identical calls, which ends the turn when the model repeats a call it already refused;
+//! arguments checked against the tool's schema before the call; results capped before they enter
+//! the context (the rest paged with `host__read_result`); the conversation kept within the
+//! model's window.
 //!
 //! Approvals: the model can never act alone. A tool that is not read-only asks (see [`policy`]);
 //! a server's confirmation token arrives only in a result's `_meta` and goes straight into the
@@ -101,6 +102,9 @@ enum CallEnd {
     Cancelled,
     OutOfTime,
     CapReached(Cap),
+    /// The model repeated a call the breaker had already refused: it is stuck, and more model
+    /// calls would only repeat it (the turn stops instead of spending the rest of its caps).
+    Looping,
 }
 
 /// One stretch of work on a turn: a new turn, or its continuation after a decision.
@@ -539,7 +543,7 @@ impl<'a> Run<'a> {
             let room = window
                 .saturating_sub(limits.max_output_tokens as usize)
                 .saturating_sub(window / 10);
-            let estimated_input = self.conversation.fit(room, &specs);
+            let (estimated_input, specs) = self.conversation.fit_with_tools(room, &mut self.tools);
             let request = Request {
                 messages: self.conversation.messages(),
                 tools: specs,
@@ -584,17 +588,22 @@ impl<'a> Run<'a> {
                 }
             }
             let mut stopped_by = None;
+            let mut looping = false;
             for call in &calls {
                 let end = self.handle_call(call).await?;
                 match end {
                     CallEnd::Done | CallEnd::AwaitingApproval => {}
                     CallEnd::CapReached(cap) => stopped_by = stopped_by.or(Some(cap)),
+                    CallEnd::Looping => looping = true,
                     CallEnd::Cancelled => return Ok(TurnStatus::Stopped),
                     CallEnd::OutOfTime => return self.capped(Cap::WallTime).await,
                 }
             }
             if let Some(cap) = stopped_by {
                 return self.capped(cap).await;
+            }
+            if looping {
+                return Ok(TurnStatus::Stopped);
             }
             if self.approvals_requested > 0 {
                 return Ok(TurnStatus::WaitingForApproval);
@@ -782,8 +791,18 @@ impl<'a> Run<'a> {
                 call.name,
                 *repeated - 1
             );
+            let refused_before = *repeated > self.agent.limits.max_identical_calls + 1;
             self.refuse(call, &tool, &arguments_for_trace, &message)
                 .await?;
+            if refused_before {
+                self.notice(format!(
+                    "The model called {} with the same arguments again after it was told the result would not \
+                     change, so the turn was stopped. Ask again in other words.",
+                    call.name
+                ))
+                .await?;
+                return Ok(CallEnd::Looping);
+            }
             self.notice(format!("A repeated call to {} was stopped.", call.name))
                 .await?;
             return Ok(CallEnd::Done);
@@ -1088,9 +1107,15 @@ impl<'a> Run<'a> {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let text = match self.tools.activate(group) {
-            Ok(found) => format!(
+            Ok(found) if found.instructions.is_empty() => format!(
                 "The group {group} is active; its tools are offered from your next step on: {}.",
                 found.tools.join(", ")
+            ),
+            Ok(found) => format!(
+                "The group {group} is active; its tools are offered from your next step on: {}.\nHow to use \
+                 them: {}",
+                found.tools.join(", "),
+                found.instructions
             ),
             Err(problem) => {
                 self.refuse(

@@ -45,6 +45,8 @@ pub(crate) struct OfferedTool {
 #[derive(Debug, Clone)]
 pub(crate) struct Group {
     pub description: String,
+    /// The server's instructions for the group, handed to the model when it activates it.
+    pub instructions: String,
     pub tools: Vec<String>,
 }
 
@@ -102,6 +104,7 @@ impl ToolSet {
                     .entry(group.name.clone())
                     .or_insert_with(|| Group {
                         description: group.description.clone(),
+                        instructions: group.instructions.clone(),
                         tools: Vec::new(),
                     })
                     .tools
@@ -217,6 +220,11 @@ impl ToolSet {
     /// A result was cut: from now on the model is offered `host__read_result`.
     pub fn allow_paging(&mut self) {
         self.paging = true;
+    }
+
+    /// True once `host__read_result` is offered.
+    pub fn offers_paging(&self) -> bool {
+        self.paging
     }
 
     /// `host__activate` with every group name as its enum, as activations are checked.

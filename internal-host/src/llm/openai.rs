@@ -499,7 +499,7 @@ impl ChatDecoder {
         }
     }
 
-    fn finish(&mut self, output: &mut VecDeque<StreamEvent>) {
+    fn finish(&mut self, output: &mut VecDeque<StreamEvent>) -> Result<(), LlmError> {
         let mut has_calls = false;
         for (_, call) in std::mem::take(&mut self.calls) {
             has_calls = true;
@@ -527,12 +527,23 @@ impl ChatDecoder {
                     output.push_back(StreamEvent::TextDelta(answer));
                 }
                 JsonSchemaReply::Answer(_) => {}
+                JsonSchemaReply::CutCall => {
+                    let cause = if reason == FinishReason::Length {
+                        "it reached the limit of output tokens"
+                    } else {
+                        "it is not valid JSON"
+                    };
+                    return Err(LlmError::Protocol(format!(
+                        "the model began a tool call but did not finish it: {cause}"
+                    )));
+                }
             }
         }
         if let Some(usage) = self.usage.take() {
             output.push_back(StreamEvent::Usage(usage));
         }
         output.push_back(StreamEvent::Finished(reason));
+        Ok(())
     }
 }
 
@@ -544,7 +555,7 @@ impl Decoder for ChatDecoder {
     ) -> Result<bool, LlmError> {
         let data = event.data.trim();
         if data == "[DONE]" {
-            self.finish(output);
+            self.finish(output)?;
             return Ok(true);
         }
         if data.is_empty() {
@@ -620,8 +631,7 @@ impl Decoder for ChatDecoder {
                 "the stream ended before the reply was complete".to_owned(),
             ));
         }
-        self.finish(output);
-        Ok(())
+        self.finish(output)
     }
 }
 
@@ -640,10 +650,14 @@ fn finish_reason(reason: Option<&str>, has_calls: bool) -> FinishReason {
 enum JsonSchemaReply {
     ToolCall(ToolCall),
     Answer(String),
+    /// A tool call begun and not finished (cut by the token limit): a failed model call, never
+    /// text for the person to read.
+    CutCall,
 }
 
-/// The JSON-schema mode's reply. What is not the agreed JSON (a server that ignored the schema, a
-/// reply cut by the token limit) is handed over as text, so the conversation still goes on.
+/// The JSON-schema mode's reply. An answer cut by the token limit is handed over as far as it
+/// was written; what is not the agreed JSON at all (a server that ignored the schema) is handed
+/// over as text, so the conversation still goes on.
 fn parse_json_schema_reply(text: &str) -> JsonSchemaReply {
     let trimmed = text.trim();
     let unfenced = trimmed
@@ -653,6 +667,12 @@ fn parse_json_schema_reply(text: &str) -> JsonSchemaReply {
         .unwrap_or(trimmed)
         .trim();
     let Ok(Value::Object(reply)) = serde_json::from_str::<Value>(unfenced) else {
+        if let Some(answer) = cut_answer(unfenced) {
+            return JsonSchemaReply::Answer(answer);
+        }
+        if after_key(unfenced, "tool").is_some() {
+            return JsonSchemaReply::CutCall;
+        }
         return JsonSchemaReply::Answer(text.to_owned());
     };
     if let Some(name) = reply.get("tool").and_then(Value::as_str) {
@@ -671,6 +691,30 @@ fn parse_json_schema_reply(text: &str) -> JsonSchemaReply {
         Some(Value::String(answer)) => JsonSchemaReply::Answer(answer.clone()),
         _ => JsonSchemaReply::Answer(text.to_owned()),
     }
+}
+
+/// What follows `{"key":` at the start of `text`, when it starts so.
+fn after_key<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let rest = text.strip_prefix('{')?.trim_start().strip_prefix('"')?;
+    Some(
+        rest.strip_prefix(key)?
+            .strip_prefix('"')?
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start(),
+    )
+}
+
+/// The answer of a reply `{"answer": "...` that ended before its string did, as far as it was
+/// written (an escape cut in the middle is dropped).
+fn cut_answer(text: &str) -> Option<String> {
+    let written = after_key(text, "answer")?.strip_prefix('"')?;
+    // At most `\uXXX` (five bytes) of a cut escape, or the string's own closing quote, is left over.
+    (0..=written.len().min(6)).find_map(|cut| {
+        let end = written.len() - cut;
+        let prefix = written.get(..end)?;
+        serde_json::from_str::<String>(&format!("\"{prefix}\"")).ok()
+    })
 }
 
 #[cfg(test)]
@@ -929,9 +973,54 @@ mod tests {
         };
         check(r#"{"answer": "Hello"}"#, "Hello");
         check("```json\n{\"answer\": \"fenced\"}\n```", "fenced");
-        check(r#"{"answer": "cut"#, r#"{"answer": "cut"#);
         check("plain words", "plain words");
         check(r#"{"other": 1}"#, r#"{"other": 1}"#);
+        // Cut by the token limit: an answer as far as it was written, a call not at all.
+        check(r#"{"answer": "cut"#, "cut");
+        check(r#"{"answer": "line\nnext\u00e"#, "line\nnext");
+        check(r#"{ "answer" : "whole" "#, "whole");
+        check(r#"{"answer": "two", "x"#, "two");
+        for cut in [
+            r#"{"tool": "run_sel"#,
+            r#"{"tool": "run_select", "arguments": {"sql": "SELECT"#,
+        ] {
+            assert_eq!(
+                parse_json_schema_reply(cut),
+                JsonSchemaReply::CutCall,
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_schema_call_cut_at_the_token_limit_fails_the_model_call() {
+        let mut decoder = ChatDecoder::new(true);
+        let mut output = VecDeque::new();
+        for chunk in [
+            json!({"choices": [{"index": 0, "delta": {"content": "{\"tool\": \"run_select\", \"argu"}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}),
+        ] {
+            let event = SseEvent {
+                event: "message".into(),
+                data: chunk.to_string(),
+            };
+            assert!(!decoder.on_event(event, &mut output).unwrap());
+        }
+        let done = SseEvent {
+            event: "message".into(),
+            data: "[DONE]".into(),
+        };
+        let error = decoder.on_event(done, &mut output).expect_err("a cut call");
+        assert!(
+            error.to_string().contains("limit of output tokens"),
+            "{error}"
+        );
+        assert!(
+            !output
+                .iter()
+                .any(|event| matches!(event, StreamEvent::TextDelta(_))),
+            "no JSON for the person to read: {output:?}"
+        );
     }
 
     #[test]

@@ -145,8 +145,9 @@ pub(crate) async fn chat(
     let conversation = conversations::find(state.database(), owner, conversation_id)
         .await?
         .ok_or(WebError::NotFound)?;
-    let turns = conversations::turns(state.database(), owner, &conversation).await?;
+    // Events first (see `turn_fragment`).
     let events = read_all_events(&state, &conversation).await?;
+    let turns = conversations::turns(state.database(), owner, &conversation).await?;
     let statuses = conversations::approval_statuses(state.database(), owner, &conversation).await?;
     let inputs = TurnInputs {
         conversation_id: conversation.id,
@@ -190,13 +191,19 @@ pub(crate) async fn turn_fragment(
     Ids((conversation_id, turn_id)): Ids<(Uuid, Uuid)>,
 ) -> Result<Response, WebError> {
     let owner = Owner::from(&session.user);
+    // The events before the turn's status and the approvals': whoever changes those stores the
+    // change before appending the event that tells of it, so what is read after the events is at
+    // least as new as they are. Read the other way round, a turn could come back with its
+    // `TurnFinished` and the status from before it (running, its approval card inactive), and the
+    // page, having seen that event, would never ask again. (Nothing is shown before the owner is
+    // checked below.)
+    let events = state.events().read_turn(turn_id).await?;
     let turn = conversations::turn(state.database(), owner, conversation_id, turn_id)
         .await?
         .ok_or(WebError::NotFound)?;
     let conversation = conversations::find(state.database(), owner, conversation_id)
         .await?
         .ok_or(WebError::NotFound)?;
-    let events = state.events().read_turn(turn.id).await?;
     let statuses = conversations::approval_statuses(state.database(), owner, &conversation).await?;
     let inputs = TurnInputs {
         conversation_id: conversation.id,

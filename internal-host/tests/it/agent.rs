@@ -18,11 +18,12 @@ use internal_host::llm::{
 };
 use serde_json::{Value, json};
 use test_harness::TestDatabase;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{host_config, seeded_database, spawn_internal_mcp, user};
+use crate::support::{
+    InternalMcp, host_config, new_conversation, new_turn, seeded_database, spawn_internal_mcp, user,
+};
 
 /// One scripted reply: fixed events, or events computed from the request (to replay what the
 /// model was shown).
@@ -117,12 +118,12 @@ pub(crate) struct Harness {
     pub(crate) model: Arc<ScriptedModel>,
     pub(crate) user: ActingUser,
     pub(crate) conversation_id: Uuid,
-    _internal_mcp: oneshot::Sender<()>,
+    internal_mcp: InternalMcp,
 }
 
 pub(crate) async fn harness(handle: &str, limits: TurnLimits, script: Vec<Reply>) -> Harness {
     let database = seeded_database().await;
-    let (url, stop) = spawn_internal_mcp(&database).await;
+    let (url, internal_mcp) = spawn_internal_mcp(&database).await;
     let state = AppState::connect(host_config(&database, &url))
         .await
         .expect("the host starts");
@@ -144,16 +145,7 @@ pub(crate) async fn harness(handle: &str, limits: TurnLimits, script: Vec<Reply>
         limits,
     );
     let acting = user(&database.pool, "acme", handle).await;
-    let conversation_id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO conversations (id, organization_id, user_id, title) VALUES ($1, $2, $3, 'test')",
-    )
-    .bind(conversation_id)
-    .bind(acting.organization_id)
-    .bind(acting.user_id)
-    .execute(state.database())
-    .await
-    .expect("a conversation");
+    let conversation_id = new_conversation(state.database(), &acting, "test").await;
     Harness {
         events: EventLog::new(state.database().clone()),
         database,
@@ -162,31 +154,20 @@ pub(crate) async fn harness(handle: &str, limits: TurnLimits, script: Vec<Reply>
         model,
         user: acting,
         conversation_id,
-        _internal_mcp: stop,
+        internal_mcp,
     }
 }
 
 impl Harness {
     /// A new turn row (as the web layer creates it) and its context.
     pub(crate) async fn turn(&self, question: &str) -> TurnContext {
-        let turn = TurnContext {
-            turn_id: Uuid::new_v4(),
-            conversation_id: self.conversation_id,
-            correlation_id: Uuid::new_v4(),
-            user: self.user.clone(),
-            question: question.to_owned(),
-        };
-        sqlx::query(
-            "INSERT INTO turns (id, conversation_id, correlation_id, question, status) VALUES ($1, $2, $3, $4, 'running')",
+        new_turn(
+            self.state.database(),
+            self.conversation_id,
+            &self.user,
+            question,
         )
-        .bind(turn.turn_id)
-        .bind(turn.conversation_id)
-        .bind(turn.correlation_id)
-        .bind(&turn.question)
-        .execute(self.state.database())
         .await
-        .expect("a turn");
-        turn
     }
 
     pub(crate) async fn run(&self, turn: &TurnContext) -> TurnStatus {
@@ -207,7 +188,8 @@ impl Harness {
     }
 
     /// internal-mcp's audit rows of a turn: (tool, message).
-    async fn audited(&self, turn: &TurnContext) -> Vec<(String, Option<String>)> {
+    pub(crate) async fn audited(&self, turn: &TurnContext) -> Vec<(String, Option<String>)> {
+        self.internal_mcp.write_audit_records().await;
         sqlx::query_as(
             "SELECT tool, message FROM internal_mcp_audit_log WHERE credential_id LIKE $1 || '/%' ORDER BY id",
         )
@@ -249,6 +231,14 @@ pub(crate) fn finished_calls(events: &[TurnEvent]) -> Vec<(String, CallStatus, S
             }
             _ => None,
         })
+        .collect()
+}
+
+/// The status of each finished call, in order.
+fn call_statuses(events: &[TurnEvent]) -> Vec<CallStatus> {
+    finished_calls(events)
+        .into_iter()
+        .map(|(_, status, _)| status)
         .collect()
 }
 
@@ -458,28 +448,32 @@ async fn arguments_that_break_the_schema_are_handed_back_without_a_call() {
     );
 }
 
+/// A reply calling `run_select` of `SELECT 1`, without a call id.
+fn select_one() -> Reply {
+    calls(vec![call(
+        "",
+        "internal-mcp__run_select",
+        json!({"sql": "SELECT 1 AS one"}),
+    )])
+}
+
 #[tokio::test]
 async fn the_third_identical_call_is_refused_and_the_model_told() {
-    let select = || {
-        calls(vec![call(
-            "",
-            "internal-mcp__run_select",
-            json!({"sql": "SELECT 1 AS one"}),
-        )])
-    };
     let harness = harness(
         "marcus",
         TurnLimits::DEFAULT,
-        vec![select(), select(), select(), Reply::Events(answer("One."))],
+        vec![
+            select_one(),
+            select_one(),
+            select_one(),
+            Reply::Events(answer("One.")),
+        ],
     )
     .await;
     let turn = harness.turn("One?").await;
     assert_eq!(harness.run(&turn).await, TurnStatus::Completed);
     let events = harness.events_of(&turn).await;
-    let statuses: Vec<CallStatus> = finished_calls(&events)
-        .iter()
-        .map(|(_, status, _)| *status)
-        .collect();
+    let statuses = call_statuses(&events);
     assert_eq!(
         statuses,
         [CallStatus::Ok, CallStatus::Ok, CallStatus::Refused]
@@ -501,6 +495,39 @@ async fn the_third_identical_call_is_refused_and_the_model_told() {
         ids.iter().all(|id| id.starts_with("call-")) && ids[0] != ids[1],
         "{ids:?}"
     );
+}
+
+#[tokio::test]
+async fn a_model_that_repeats_a_refused_call_has_its_turn_stopped() {
+    // The script would go on repeating; the turn must end at the fourth call, not at the cap.
+    let harness = harness(
+        "marcus",
+        TurnLimits::DEFAULT,
+        (0..8).map(|_| select_one()).collect(),
+    )
+    .await;
+    let turn = harness.turn("One?").await;
+    assert_eq!(harness.run(&turn).await, TurnStatus::Stopped);
+    let events = harness.events_of(&turn).await;
+    let statuses = call_statuses(&events);
+    assert_eq!(
+        statuses,
+        [
+            CallStatus::Ok,
+            CallStatus::Ok,
+            CallStatus::Refused,
+            CallStatus::Refused
+        ]
+    );
+    assert_eq!(harness.model.requests().len(), 4, "no model call after it");
+    assert!(
+        notices(&events)
+            .iter()
+            .any(|text| text.contains("so the turn was stopped")),
+        "{:?}",
+        notices(&events)
+    );
+    assert_eq!(harness.audited(&turn).await.len(), 2);
 }
 
 #[tokio::test]
@@ -549,10 +576,7 @@ async fn caps_end_the_turn_with_a_notice_naming_the_cap_and_the_counts() {
     let turn = harness.turn("Two at once").await;
     assert_eq!(harness.run(&turn).await, TurnStatus::Stopped);
     let events = harness.events_of(&turn).await;
-    let statuses: Vec<CallStatus> = finished_calls(&events)
-        .iter()
-        .map(|(_, status, _)| *status)
-        .collect();
+    let statuses = call_statuses(&events);
     assert_eq!(statuses, [CallStatus::Ok, CallStatus::Refused]);
     assert!(notices(&events).join("\n").contains("cap of 1 tool calls"));
     assert_eq!(harness.audited(&turn).await.len(), 1);
@@ -976,6 +1000,67 @@ async fn the_model_cannot_confirm_a_change_by_itself() {
             .unwrap();
     assert_eq!(pending, 1, "only the proper plan waits");
     assert_token_never_leaked(&harness, &token).await;
+
+    // A leak: the model somehow holds the real token (read here from the host's database) and
+    // passes it, then asks for the plan again. The token is refused as any other; the new plan
+    // waits for a person like the first, which stays pending and unconfirmed.
+    let (approval_id, _) = pending_approval(&harness, &first).await;
+    *harness.model.script.lock().unwrap() = vec![
+        calls(vec![call(
+            "leaked",
+            "internal-mcp__annotate_incident",
+            with(&token),
+        )]),
+        calls(vec![call(
+            "again",
+            "internal-mcp__annotate_incident",
+            arguments.clone(),
+        )]),
+    ]
+    .into();
+    let third = harness.turn("You have the token now: confirm it.").await;
+    assert_eq!(harness.run(&third).await, TurnStatus::WaitingForApproval);
+    let finished = finished_calls(&harness.events_of(&third).await);
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert_eq!(finished[0].0, "leaked");
+    assert_eq!(finished[0].1, CallStatus::Refused, "{}", finished[0].2);
+    assert!(
+        finished[0].2.contains("not an argument you may pass"),
+        "{}",
+        finished[0].2
+    );
+    assert_eq!(finished[1].0, "again");
+    assert_eq!(
+        finished[1].1,
+        CallStatus::AwaitingApproval,
+        "{}",
+        finished[1].2
+    );
+    assert_eq!(harness.notes().await, notes_before, "nothing changed");
+    let consumed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM internal_mcp_confirmations WHERE consumed_at IS NOT NULL",
+    )
+    .fetch_one(&harness.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(consumed, 0, "no confirmation was used");
+    let first_status: String = sqlx::query_scalar("SELECT status FROM approvals WHERE id = $1")
+        .bind(approval_id)
+        .fetch_one(harness.state.database())
+        .await
+        .unwrap();
+    assert_eq!(first_status, "pending");
+    let waiting: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT turn_id FROM approvals WHERE status = 'pending' ORDER BY created_at",
+    )
+    .fetch_all(harness.state.database())
+    .await
+    .unwrap();
+    assert_eq!(
+        waiting,
+        [first.turn_id, third.turn_id],
+        "each plan waits for a person"
+    );
 }
 
 #[tokio::test]
@@ -1283,6 +1368,15 @@ async fn with_skills_the_model_gets_a_groups_tools_only_after_activating_it() {
         "{}",
         results[1].1
     );
+    // With the group come internal-mcp's instructions for it, read only once it is active.
+    assert!(
+        results[1].1.contains("How to use them:")
+            && results[1].1.contains("filter it by series_id")
+            && results[1].1.contains("explain_select before"),
+        "{}",
+        results[1].1
+    );
+    assert!(!system.contains("filter it by series_id"), "{system}");
     let second = names(&requests[2]);
     assert!(
         second.contains(&"internal-mcp__run_select".to_owned()),

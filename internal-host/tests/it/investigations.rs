@@ -719,7 +719,7 @@ async fn a_run_that_keeps_failing_is_marked_failed_with_its_reason_after_its_las
 async fn with_self_confirmation_off_the_report_is_kept_and_nothing_is_written() {
     let database = seeded_database().await;
     let pool = &database.pool;
-    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let (url, internal_mcp) = spawn_internal_mcp(&database).await;
     let acme = agents(pool, &["acme"]).await;
     let incident_id = open_incident(pool, "acme", "search-api", "Search is slow").await;
     let mut config = worker_config(acme, "cautious");
@@ -731,6 +731,7 @@ async fn with_self_confirmation_off_the_report_is_kept_and_nothing_is_written() 
     assert_eq!(done.note_status, "disabled");
     assert!(done.report.is_some());
     assert!(agent_notes(pool, incident_id).await.is_empty());
+    internal_mcp.write_audit_records().await;
     let privileged: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM internal_mcp_audit_log WHERE tool = 'annotate_incident'",
     )

@@ -1,9 +1,14 @@
 //! The Anthropic provider against the scripted model server over real HTTP: blocks streamed and
-//! assembled, the request's shape and headers, and how it fails.
+//! assembled, the request's shape and headers, how it fails, and a whole turn of the agent loop
+//! it drives through the real internal-mcp.
 
+use internal_host::agent::{Agent, TurnLimits};
+use internal_host::events::{CallStatus, TurnEvent, TurnStatus};
 use internal_host::llm::{FinishReason, LlmError, LlmSettings, Message, StreamEvent, Usage};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
+use crate::agent::{finished_calls, harness};
 use crate::scripted_model::{Reply, ScriptedModel, collect, request, sql_tool, text_of};
 
 const KEY: &str = "sk-ant-scripted-test-key-0123456789";
@@ -244,4 +249,80 @@ async fn the_provider_never_prints_its_key() {
     let printed = format!("{provider:?}");
     assert!(printed.contains("ApiKey(..)"), "{printed}");
     assert!(!printed.contains(KEY), "{printed}");
+}
+
+#[tokio::test]
+async fn the_anthropic_provider_drives_a_turn_through_the_real_internal_mcp() {
+    let sql = "SELECT count(*) AS incidents FROM incidents";
+    let model = ScriptedModel::anthropic(vec![
+        Reply::text("Let me count them.")
+            .and_tool_call("internal-mcp__run_select", json!({"sql": sql})),
+        Reply::text("There are several incidents."),
+    ])
+    .await;
+    let harness = harness("marcus", TurnLimits::DEFAULT, Vec::new()).await;
+    let agent = Agent::new(
+        model.provider(),
+        harness.state.internal_mcp().clone(),
+        harness.state.database().clone(),
+        TurnLimits::DEFAULT,
+    );
+    let turn = harness.turn("How many incidents do we have?").await;
+    let status = agent
+        .run_turn(&turn, &harness.events, CancellationToken::new())
+        .await
+        .expect("the turn runs");
+    assert_eq!(status, TurnStatus::Completed);
+
+    // The call reached internal-mcp as the user, and its trace shows the SQL it ran.
+    let events = harness.events_of(&turn).await;
+    let finished = finished_calls(&events);
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].0, "toolu_0_0");
+    assert_eq!(finished[0].1, CallStatus::Ok, "{}", finished[0].2);
+    let traced_sql = events.iter().find_map(|event| match event {
+        TurnEvent::ToolCallFinished { outcome, .. } => outcome.sql.clone(),
+        _ => None,
+    });
+    assert_eq!(traced_sql.as_deref(), Some(sql));
+    let audited = harness.audited(&turn).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].0, "run_select");
+    let answer: String = events
+        .iter()
+        .filter_map(|event| match event {
+            TurnEvent::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(answer.ends_with("There are several incidents."), "{answer}");
+
+    // The second request carried the assistant's tool_use and its result, under the same id.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    let sent = requests[1].body["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    let blocks: Vec<&Value> = sent
+        .iter()
+        .filter_map(|message| message["content"].as_array())
+        .flatten()
+        .collect();
+    let tool_use = blocks
+        .iter()
+        .find(|block| block["type"] == "tool_use")
+        .unwrap_or_else(|| panic!("no tool_use block in {sent:?}"));
+    assert_eq!(tool_use["id"], "toolu_0_0");
+    assert_eq!(tool_use["name"], "internal-mcp__run_select");
+    assert_eq!(tool_use["input"], json!({"sql": sql}));
+    let results: Vec<&&Value> = blocks
+        .iter()
+        .filter(|block| block["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 1, "{sent:?}");
+    assert_eq!(results[0]["tool_use_id"], "toolu_0_0");
+    let content = results[0]["content"].as_str().expect("text content");
+    assert!(content.contains("\"incidents\""), "{content}");
+    assert_eq!(model.replies_left(), 0);
 }

@@ -6,7 +6,9 @@ use internal_host::{AppState, Error};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::support::{host_config, seeded_database, spawn_internal_mcp, user};
+use crate::support::{
+    host_config, seeded_database, spawn_internal_mcp, spawn_internal_mcp_trusting, user,
+};
 
 fn arguments(value: Value) -> Map<String, Value> {
     match value {
@@ -18,7 +20,7 @@ fn arguments(value: Value) -> Map<String, Value> {
 #[tokio::test]
 async fn calls_reach_internal_mcp_as_the_user_with_the_correlation_id() {
     let database = seeded_database().await;
-    let (url, _stop) = spawn_internal_mcp(&database).await;
+    let (url, internal_mcp) = spawn_internal_mcp(&database).await;
     let state = AppState::connect(host_config(&database, &url))
         .await
         .expect("the host starts");
@@ -64,6 +66,7 @@ async fn calls_reach_internal_mcp_as_the_user_with_the_correlation_id() {
     assert!(refused.is_error, "{}", refused.text);
     session.close().await;
 
+    internal_mcp.write_audit_records().await;
     let audited: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT user_id, tool FROM internal_mcp_audit_log
           WHERE credential_id LIKE $1 || '/%' ORDER BY id",
@@ -135,4 +138,55 @@ async fn a_credential_for_a_user_of_another_organisation_is_refused() {
         state.internal_mcp().connect(&sam, Uuid::new_v4()).await,
         Err(Error::McpTransport { .. })
     ));
+}
+
+/// The host signs with its own Ed25519 key: internal-mcp, holding only the public half (no shared
+/// key at all), accepts its credentials, and refuses those of a key it does not know.
+#[tokio::test]
+async fn an_ed25519_key_of_the_hosts_own_is_verified_with_its_public_half_only() {
+    use internal_host::config::CredentialKey;
+    use internal_mcp::config::CredentialPolicy;
+    use internal_mcp::keys::{PrivateKey, PublicKeySet};
+
+    let database = seeded_database().await;
+    let host_key = PrivateKey::generate("internal-host-test").expect("a key pair");
+    let jwks = json!({ "keys": [host_key.public_jwk()] }).to_string();
+    let public_keys = PublicKeySet::from_jwks(&jwks).expect("a key set");
+    let (url, _stop) =
+        spawn_internal_mcp_trusting(&database, CredentialPolicy::from_keys(None, public_keys))
+            .await;
+    let sam = user(&database.pool, "acme", "sam").await;
+
+    let mut config = host_config(&database, &url);
+    config.credential_key =
+        CredentialKey::ed25519_from_pem("internal-host-test", &host_key.to_pem()).expect("the key");
+    let state = AppState::connect(config).await.expect("the host starts");
+    let session = state
+        .internal_mcp()
+        .connect(&sam, Uuid::new_v4())
+        .await
+        .expect("a session with an EdDSA credential");
+    let outcome = session
+        .call("run_select", arguments(json!({"sql": "SELECT 1 AS one"})))
+        .await
+        .expect("the call");
+    assert!(!outcome.is_error, "{}", outcome.text);
+    session.close().await;
+
+    // Another key under the same kid, and the tests' shared key: both refused.
+    let impostor = PrivateKey::generate("internal-host-test").expect("a key pair");
+    for key in [
+        CredentialKey::ed25519_from_pem("internal-host-test", &impostor.to_pem()).expect("the key"),
+        crate::support::signing_key(),
+    ] {
+        let mut config = host_config(&database, &url);
+        config.credential_key = key;
+        let state = AppState::connect(config).await.expect("the host starts");
+        assert!(matches!(
+            state.internal_mcp().connect(&sam, Uuid::new_v4()).await,
+            Err(Error::McpTransport { .. })
+        ));
+    }
+    // Text that is no Ed25519 key is refused at start-up.
+    assert!(CredentialKey::ed25519_from_pem("k", "not a key").is_err());
 }

@@ -2,9 +2,11 @@
 //! internal-mcp with per-user credentials, a stdio server written with the MCP Python SDK
 //! (`tests/python/probe_server.py`) and an HTTP server that is down. Covers namespacing, the
 //! stdio server's bare environment and `${env:NAME}` values, a down server that stops nothing, a
-//! server bound to other users, and a tool whose definition changed asking before it runs.
+//! server that accepts and never answers (left out within the connect timeout), a server bound to
+//! other users, and a tool whose definition changed asking before it runs.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use internal_host::agent::{Agent, Decision, TurnLimits};
 use internal_host::events::{CallStatus, TurnEvent, TurnStatus};
@@ -308,4 +310,69 @@ async fn a_tool_whose_definition_changed_is_flagged_and_asks_before_it_runs() {
         "{events:?}"
     );
     assert_eq!(finished_calls(&events)[0].1, CallStatus::Ok);
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_and_never_answers_is_a_notice_and_the_turn_goes_on() {
+    // A listener that accepts every connection and never writes a byte.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let silent_address = silent.local_addr().expect("an address");
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let mut harness = harness(
+        "marcus",
+        TurnLimits::DEFAULT,
+        vec![
+            calls(vec![call(
+                "select",
+                "internal-mcp__run_select",
+                json!({"sql": "SELECT 1 AS one"}),
+            )]),
+            Reply::Events(answer("One.")),
+        ],
+    )
+    .await;
+    let file = json!({"mcpServers": {
+        "internal-mcp": {"url": harness.state.config().internal_mcp_url, "credentials": "internal"},
+        "silent": {
+            "type": "http",
+            "url": format!("http://{silent_address}/mcp"),
+            "organization": harness.user.organization_id,
+        },
+    }});
+    let servers = servers::parse(&file.to_string(), |_| None).expect("a valid servers file");
+    harness.agent = over(&harness, &servers);
+    let call_timeout = harness.state.config().mcp_limits.call_timeout;
+    let turn = harness.turn("One?").await;
+    let started = Instant::now();
+    assert_eq!(harness.run(&turn).await, TurnStatus::Completed);
+    let elapsed = started.elapsed();
+    holding.abort();
+
+    assert!(
+        elapsed < call_timeout,
+        "the turn waited {elapsed:?} for the silent server (the call timeout is {call_timeout:?})"
+    );
+    let events = harness.events_of(&turn).await;
+    let notices = notices(&events);
+    assert!(
+        notices
+            .iter()
+            .any(|notice| notice.starts_with("silent is unavailable")),
+        "{notices:?}"
+    );
+    assert!(
+        !offered_tools(&harness)
+            .iter()
+            .any(|name| name.starts_with("silent__")),
+    );
+    let finished = finished_calls(&events);
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].1, CallStatus::Ok, "{}", finished[0].2);
 }

@@ -9,6 +9,7 @@ use demo_backend::domain::Tenant;
 use demo_backend::domain::incidents::NewIncident;
 use demo_backend::domain::kinds::Severity;
 use demo_backend::seed::{self, SeedOptions};
+use internal_host::agent::TurnContext;
 use internal_host::config::{Config, CredentialKey};
 use internal_host::credentials::ActingUser;
 use internal_host::database::bootstrap_sql;
@@ -80,17 +81,44 @@ pub fn signing_key() -> CredentialKey {
     CredentialKey::new(SIGNING_KEY.to_vec()).expect("a long enough key")
 }
 
-/// The real internal-mcp on `database`, on a port of its own. Drop the sender to stop it.
-pub async fn spawn_internal_mcp(database: &TestDatabase) -> (String, oneshot::Sender<()>) {
+/// The real internal-mcp, served in this process; dropping it stops it.
+pub struct InternalMcp {
+    state: internal_mcp::AppState,
+    _stop: oneshot::Sender<()>,
+}
+
+impl InternalMcp {
+    /// Waits until the audit records of every call it answered so far are written (it records
+    /// reads moments after answering them, off their path).
+    pub async fn write_audit_records(&self) {
+        self.state.audit().flush().await;
+    }
+}
+
+/// The real internal-mcp on `database`, on a port of its own, trusting the tests' shared key.
+pub async fn spawn_internal_mcp(database: &TestDatabase) -> (String, InternalMcp) {
+    let shared_key = internal_mcp::config::SigningKey::new(SIGNING_KEY.to_vec()).expect("a key");
+    spawn_internal_mcp_trusting(
+        database,
+        internal_mcp::config::CredentialPolicy::new(shared_key),
+    )
+    .await
+}
+
+/// The real internal-mcp on `database`, accepting the credentials `credentials` allows.
+pub async fn spawn_internal_mcp_trusting(
+    database: &TestDatabase,
+    credentials: internal_mcp::config::CredentialPolicy,
+) -> (String, InternalMcp) {
     let reader = database
         .connect_options
         .clone()
         .username("internal_mcp_reader")
         .password(READER_PASSWORD);
-    let mut config = internal_mcp::Config::new(
+    let mut config = internal_mcp::Config::with_credentials(
         database.connect_options.clone(),
         reader,
-        internal_mcp::config::SigningKey::new(SIGNING_KEY.to_vec()).expect("a key"),
+        credentials,
     );
     // The harness's server holds every test's database: a shared test server.
     config.allow_reader_in_other_databases = true;
@@ -102,13 +130,20 @@ pub async fn spawn_internal_mcp(database: &TestDatabase) -> (String, oneshot::Se
         .expect("a port");
     let address = listener.local_addr().expect("an address");
     let (shutdown, stopped) = oneshot::channel::<()>();
+    let served = state.clone();
     tokio::spawn(async move {
-        let _ = internal_mcp::serve(listener, state, async {
+        let _ = internal_mcp::serve(listener, served, async {
             let _ = stopped.await;
         })
         .await;
     });
-    (format!("http://{address}/mcp"), shutdown)
+    (
+        format!("http://{address}/mcp"),
+        InternalMcp {
+            state,
+            _stop: shutdown,
+        },
+    )
 }
 
 /// A host configuration for `database` calling internal-mcp at `url`.
@@ -136,6 +171,50 @@ pub async fn user(pool: &PgPool, slug: &str, handle: &str) -> ActingUser {
         organization_id,
         role,
     }
+}
+
+/// A new conversation of `user`'s, as the web layer creates it.
+pub async fn new_conversation(host: &PgPool, user: &ActingUser, title: &str) -> Uuid {
+    let conversation_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO conversations (id, organization_id, user_id, title) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(conversation_id)
+    .bind(user.organization_id)
+    .bind(user.user_id)
+    .bind(title)
+    .execute(host)
+    .await
+    .expect("a conversation");
+    conversation_id
+}
+
+/// A new running turn of `user`'s in `conversation_id` (as the web layer creates it), and its
+/// context.
+pub async fn new_turn(
+    host: &PgPool,
+    conversation_id: Uuid,
+    user: &ActingUser,
+    question: &str,
+) -> TurnContext {
+    let turn = TurnContext {
+        turn_id: Uuid::new_v4(),
+        conversation_id,
+        correlation_id: Uuid::new_v4(),
+        user: user.clone(),
+        question: question.to_owned(),
+    };
+    sqlx::query(
+        "INSERT INTO turns (id, conversation_id, correlation_id, question, status) VALUES ($1, $2, $3, $4, 'running')",
+    )
+    .bind(turn.turn_id)
+    .bind(conversation_id)
+    .bind(turn.correlation_id)
+    .bind(question)
+    .execute(host)
+    .await
+    .expect("a turn");
+    turn
 }
 
 /// Opens an incident on `service` as marcus of `slug`, through the product's domain layer.

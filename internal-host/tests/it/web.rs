@@ -2,11 +2,14 @@
 //! consent, callback), sessions and their CSRF tokens, other users' conversations, expired
 //! sessions, oversized questions, hostile answers, stopping, and the role read again per turn.
 
+use std::collections::BTreeSet;
+
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::web_investigations::{finished_investigation, organization_id};
 use crate::web_support::WebApp;
 
 #[tokio::test]
@@ -160,28 +163,103 @@ async fn a_callback_that_is_not_this_browsers_sign_in_is_refused() {
     );
 }
 
+/// The POST routes of the web router, as written in its source (`{name}` placeholders).
+fn post_routes_of_the_router() -> BTreeSet<String> {
+    include_str!("../../src/web/mod.rs")
+        .split(".route(")
+        .skip(1)
+        .filter(|route| route.contains("post("))
+        .filter_map(|route| route.split('"').nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// What a refused form must leave as it was: conversations, turns and their status, events,
+/// approvals and their status, sessions, and the questions and decisions the agent got.
+async fn everything_a_form_can_change(app: &WebApp) -> (String, usize) {
+    let stored: String = sqlx::query_scalar(
+        "SELECT concat_ws(' | ',
+            (SELECT count(*) FROM conversations),
+            (SELECT string_agg(id || ' ' || status, ', ' ORDER BY id) FROM turns),
+            (SELECT count(*) FROM events),
+            (SELECT string_agg(id || ' ' || status, ', ' ORDER BY id) FROM approvals),
+            (SELECT count(*) FROM sessions))",
+    )
+    .fetch_one(app.host())
+    .await
+    .unwrap();
+    (stored, app.seen.lock().unwrap().len())
+}
+
 #[tokio::test]
-async fn posts_without_the_sessions_csrf_token_are_refused() {
+async fn every_post_route_refuses_a_missing_or_wrong_csrf_token_and_changes_nothing() {
     let app = WebApp::start().await;
     let browser = app.signed_in("acme", "marcus").await;
-    for form in [
-        vec![("question", "hello")],
-        vec![("question", "hello"), ("csrf", "wrong")],
-        vec![
-            ("question", "hello"),
-            ("csrf", ""),
-            ("csrf", browser.csrf.as_str()),
-        ],
-    ] {
-        let response = browser.post("/conversations", &form).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{form:?}");
-        assert!(response.text().await.unwrap().contains("CSRF"));
+    let other_session = app.signed_in("acme", "marcus").await;
+    let conversation = browser.ask_new("hello").await;
+    let turn = app.last_turn(conversation).await;
+    app.settled(turn).await;
+    let approval = put_pending_approval(&app, conversation, turn).await;
+    let organization = organization_id(app.product(), "acme").await;
+    let (investigation, _, _) = finished_investigation(app.host(), organization).await;
+
+    // Every POST route, with the fields its form carries (confirm and reject share a route).
+    let forms: [(&str, &[(&str, &str)]); 7] = [
+        ("/conversations", &[("question", "new")]),
+        (
+            "/conversations/{conversation_id}/turns",
+            &[("question", "follow-up")],
+        ),
+        ("/conversations/{conversation_id}/turns/{turn_id}/stop", &[]),
+        (
+            "/conversations/{conversation_id}/approvals/{approval_id}",
+            &[("decision", "confirm")],
+        ),
+        (
+            "/conversations/{conversation_id}/approvals/{approval_id}",
+            &[("decision", "reject")],
+        ),
+        (
+            "/investigations/{investigation_id}/chat",
+            &[("question", "more")],
+        ),
+        ("/auth/sign-out", &[]),
+    ];
+    let tried: BTreeSet<String> = forms.iter().map(|(route, _)| (*route).to_owned()).collect();
+    assert_eq!(
+        tried,
+        post_routes_of_the_router(),
+        "every POST route of the router is tried"
+    );
+
+    let before = everything_a_form_can_change(&app).await;
+    let wrong_tokens: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("csrf", "wrong")],
+        &[("csrf", ""), ("csrf", browser.csrf.as_str())],
+        &[("csrf", other_session.csrf.as_str())],
+    ];
+    for (route, fields) in forms {
+        let path = route
+            .replace("{conversation_id}", &conversation.to_string())
+            .replace("{turn_id}", &turn.to_string())
+            .replace("{approval_id}", &approval.to_string())
+            .replace("{investigation_id}", &investigation.to_string());
+        for token in wrong_tokens {
+            let form: Vec<(&str, &str)> = token.iter().chain(fields).copied().collect();
+            let response = browser.post(&path, &form).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} {form:?}");
+            let body = response.text().await.unwrap();
+            assert!(body.contains("CSRF"), "{path} {form:?}: {body}");
+        }
     }
-    let conversations: i64 = sqlx::query_scalar("SELECT count(*) FROM conversations")
-        .fetch_one(app.host())
-        .await
-        .unwrap();
-    assert_eq!(conversations, 0);
+    assert_eq!(
+        everything_a_form_can_change(&app).await,
+        before,
+        "a refused form changed something"
+    );
+    let html = browser.get("/").await.text().await.unwrap();
+    assert!(html.contains("Conversations"), "still signed in: {html}");
+
     // The header works as well as the field (the page's script may use either).
     let response = browser
         .client
@@ -494,14 +572,9 @@ async fn a_turn_acts_with_the_role_the_user_has_now() {
     assert!(front.contains("/auth/sign-in"), "{front}");
 }
 
-#[tokio::test]
-async fn approvals_are_answered_only_by_their_owner_with_csrf() {
-    let app = WebApp::start().await;
-    let browser = app.signed_in("acme", "marcus").await;
-    let conversation = browser.ask_new("annotate INC-4").await;
-    let turn = app.last_turn(conversation).await;
-    app.settled(turn).await;
-    // The agent would have asked; here the approval is put in place as it would.
+/// A pending approval of the settled `turn`, put in place as the agent would have asked for it
+/// (its plan's summary holds markup, its token is `secret-token`).
+async fn put_pending_approval(app: &WebApp, conversation: Uuid, turn: Uuid) -> Uuid {
     let approval = Uuid::new_v4();
     sqlx::query(
         "UPDATE turns SET status = 'waiting_for_approval', finished_at = NULL WHERE id = $1",
@@ -532,6 +605,17 @@ async fn approvals_are_answered_only_by_their_owner_with_csrf() {
         .append(conversation, turn, &requested)
         .await
         .unwrap();
+    approval
+}
+
+#[tokio::test]
+async fn approvals_are_answered_only_by_their_owner_with_csrf() {
+    let app = WebApp::start().await;
+    let browser = app.signed_in("acme", "marcus").await;
+    let conversation = browser.ask_new("annotate INC-4").await;
+    let turn = app.last_turn(conversation).await;
+    app.settled(turn).await;
+    let approval = put_pending_approval(&app, conversation, turn).await;
     let html = browser
         .get(&format!("/conversations/{conversation}"))
         .await

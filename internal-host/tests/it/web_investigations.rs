@@ -17,7 +17,10 @@ const HOSTILE_TITLE: &str = "<script>alert('x')</script> checkout errors";
 
 /// An investigation of `acme` as a finished run leaves it; returns (investigation, incident,
 /// the chart step's id).
-async fn finished_investigation(host: &PgPool, organization_id: Uuid) -> (Uuid, Uuid, i64) {
+pub(crate) async fn finished_investigation(
+    host: &PgPool,
+    organization_id: Uuid,
+) -> (Uuid, Uuid, i64) {
     let (id, incident_id) = (Uuid::new_v4(), Uuid::new_v4());
     let opened_at = Utc::now() - Duration::hours(1);
     sqlx::query(
@@ -118,7 +121,7 @@ async fn finished_investigation(host: &PgPool, organization_id: Uuid) -> (Uuid, 
     (id, incident_id, chart_step)
 }
 
-async fn organization_id(product: &PgPool, slug: &str) -> Uuid {
+pub(crate) async fn organization_id(product: &PgPool, slug: &str) -> Uuid {
     sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
         .bind(slug)
         .fetch_one(product)

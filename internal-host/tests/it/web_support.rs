@@ -57,63 +57,80 @@ pub struct Scripted {
     seen: Arc<Mutex<Vec<(ActingUser, String)>>>,
 }
 
+/// demo-backend with its OAuth server on `database` (internal-host pre-registered as a confidential
+/// client; the host reads the server's metadata at start, as in production) and internal-host's
+/// web app calling internal-mcp at `internal_mcp_url`, each on a port of its own; `prepare` gives
+/// the host its turns. Returns the host's state, its base URL, the issuer, and the senders that
+/// stop both servers (drop them).
+pub async fn serve_product_and_host(
+    database: &TestDatabase,
+    internal_mcp_url: &str,
+    prepare: impl FnOnce(AppState) -> AppState,
+) -> (AppState, String, String, [oneshot::Sender<()>; 2]) {
+    let backend_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", backend_listener.local_addr().unwrap());
+    let host_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", host_listener.local_addr().unwrap());
+    let settings = OAuthSettings {
+        clients: vec![PreRegisteredClient {
+            client_id: "internal-host".into(),
+            client_name: "Demo Monitoring assistant".into(),
+            client_secret_sha256: Sha256::digest(CLIENT_SECRET).into(),
+            redirect_uris: vec![format!("{base}/auth/callback")],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            resources_served: vec![],
+        }],
+        ..OAuthSettings::new(&issuer).unwrap()
+    };
+    let limit = RateLimit {
+        per_minute: 100_000,
+        burst: 10_000,
+    };
+    let backend =
+        demo_backend::http::AppState::new(database.pool.clone(), limit).with_oauth(settings);
+    let (backend_shutdown, backend_stopped) = oneshot::channel::<()>();
+    tokio::spawn(demo_backend::http::serve(
+        backend_listener,
+        backend,
+        async {
+            let _ = backend_stopped.await;
+        },
+    ));
+
+    let mut config = host_config(database, internal_mcp_url);
+    config.web.public_url = base.clone();
+    config.web.sign_in = Some(SignInConfig {
+        issuer: issuer.clone(),
+        client_id: "internal-host".into(),
+        client_secret: ClientSecret::new(CLIENT_SECRET.into()),
+        discovery_timeout: Duration::from_secs(5),
+    });
+    let state = prepare(AppState::connect(config).await.expect("the host starts"));
+    let (host_shutdown, host_stopped) = oneshot::channel::<()>();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let _ = internal_host::serve(host_listener, serving, async {
+            let _ = host_stopped.await;
+        })
+        .await;
+    });
+    (state, base, issuer, [backend_shutdown, host_shutdown])
+}
+
 impl WebApp {
     pub async fn start() -> Self {
         let database = seeded_database().await;
-        let backend_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer = format!("http://{}", backend_listener.local_addr().unwrap());
-        let host_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", host_listener.local_addr().unwrap());
-
-        let settings = OAuthSettings {
-            clients: vec![PreRegisteredClient {
-                client_id: "internal-host".into(),
-                client_name: "Demo Monitoring assistant".into(),
-                client_secret_sha256: Sha256::digest(CLIENT_SECRET).into(),
-                redirect_uris: vec![format!("{base}/auth/callback")],
-                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-                resources_served: vec![],
-            }],
-            ..OAuthSettings::new(&issuer).unwrap()
-        };
-        let limit = RateLimit {
-            per_minute: 100_000,
-            burst: 10_000,
-        };
-        let backend =
-            demo_backend::http::AppState::new(database.pool.clone(), limit).with_oauth(settings);
-        let (backend_shutdown, backend_stopped) = oneshot::channel::<()>();
-        tokio::spawn(demo_backend::http::serve(
-            backend_listener,
-            backend,
-            async {
-                let _ = backend_stopped.await;
-            },
-        ));
-
-        let mut config = host_config(&database, "http://127.0.0.1:1/mcp");
-        config.web.public_url = base.clone();
-        config.web.sign_in = Some(SignInConfig {
-            issuer: issuer.clone(),
-            client_id: "internal-host".into(),
-            client_secret: ClientSecret::new(CLIENT_SECRET.into()),
-            discovery_timeout: Duration::from_secs(5),
-        });
-        let state = AppState::connect(config).await.expect("the host starts");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let host_database = state.database().clone();
-        let state = state.with_turns(Arc::new(Scripted {
-            database: host_database,
-            seen: seen.clone(),
-        }));
-        let (host_shutdown, host_stopped) = oneshot::channel::<()>();
-        let serving = state.clone();
-        tokio::spawn(async move {
-            let _ = internal_host::serve(host_listener, serving, async {
-                let _ = host_stopped.await;
+        let scripted_seen = seen.clone();
+        let (state, base, issuer, [backend_shutdown, host_shutdown]) =
+            serve_product_and_host(&database, "http://127.0.0.1:1/mcp", |state| {
+                let host_database = state.database().clone();
+                state.with_turns(Arc::new(Scripted {
+                    database: host_database,
+                    seen: scripted_seen,
+                }))
             })
             .await;
-        });
         Self {
             base,
             issuer,

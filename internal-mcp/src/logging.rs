@@ -26,9 +26,15 @@ pub fn allowed(metadata: &Metadata<'_>) -> bool {
     !(payload_target && *metadata.level() > Level::INFO)
 }
 
-/// Installs the global subscriber: `RUST_LOG` (default `info`), capped by [`allowed`], to stderr.
+/// What is logged when `RUST_LOG` is not set. rmcp is held at WARN: the transport is stateless,
+/// so rmcp starts and ends a service for every request and says so in three INFO lines.
+pub const DEFAULT_FILTER: &str = "info,rmcp=warn";
+
+/// Installs the global subscriber: `RUST_LOG` (default [`DEFAULT_FILTER`]), capped by
+/// [`allowed`], to stderr.
 pub fn init() {
-    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let env_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     tracing_subscriber::registry()
         .with(
             fmt::layer()
@@ -89,5 +95,26 @@ mod tests {
         assert!(logged.contains("service started"), "{logged}");
         assert!(logged.contains("our own debug line"), "{logged}");
         assert!(logged.contains("a neighbour's debug line"), "{logged}");
+    }
+
+    #[test]
+    fn by_default_rmcps_per_request_lines_stay_out_and_ours_and_its_warnings_stay_in() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_filter(EnvFilter::new(DEFAULT_FILTER))
+                .with_filter(FilterFn::new(allowed)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "rmcp::service", "Service initialized as server");
+            tracing::warn!(target: "rmcp::service", "a transport warning");
+            tracing::info!(target: "internal_mcp::cli", "internal-mcp is serving");
+        });
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!logged.contains("Service initialized"), "{logged}");
+        assert!(logged.contains("a transport warning"), "{logged}");
+        assert!(logged.contains("internal-mcp is serving"), "{logged}");
     }
 }

@@ -68,19 +68,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn payload_targets_stay_quiet_below_info_even_at_rust_log_trace() {
+    /// What a subscriber like [`init`]'s, with `filter` in place of `RUST_LOG`, writes of the
+    /// events `log` emits.
+    fn logged_with(filter: &str, log: impl FnOnce()) -> String {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::registry().with(
             fmt::layer()
                 .with_writer(move || writer.clone())
-                .with_filter(EnvFilter::new(
-                    "trace,rmcp::service=trace,sqlx::query=trace",
-                ))
+                .with_filter(EnvFilter::new(filter))
                 .with_filter(FilterFn::new(allowed)),
         );
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn payload_targets_stay_quiet_below_info_even_at_rust_log_trace() {
+        let logged = logged_with("trace,rmcp::service=trace,sqlx::query=trace", || {
             tracing::debug!(target: "rmcp::service", "received request imc_secret_token");
             tracing::trace!(target: "rmcp::transport::streamable_http_server::tower", "message row-of-globex");
             tracing::debug!(target: "sqlx::query", "SELECT secret");
@@ -88,7 +93,6 @@ mod tests {
             tracing::debug!(target: "internal_mcp::server", "our own debug line");
             tracing::debug!(target: "rmcpx", "a neighbour's debug line");
         });
-        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(!logged.contains("imc_secret_token"), "{logged}");
         assert!(!logged.contains("row-of-globex"), "{logged}");
         assert!(!logged.contains("SELECT secret"), "{logged}");
@@ -99,20 +103,11 @@ mod tests {
 
     #[test]
     fn by_default_rmcps_per_request_lines_stay_out_and_ours_and_its_warnings_stay_in() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            fmt::layer()
-                .with_writer(move || writer.clone())
-                .with_filter(EnvFilter::new(DEFAULT_FILTER))
-                .with_filter(FilterFn::new(allowed)),
-        );
-        tracing::subscriber::with_default(subscriber, || {
+        let logged = logged_with(DEFAULT_FILTER, || {
             tracing::info!(target: "rmcp::service", "Service initialized as server");
             tracing::warn!(target: "rmcp::service", "a transport warning");
             tracing::info!(target: "internal_mcp::cli", "internal-mcp is serving");
         });
-        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(!logged.contains("Service initialized"), "{logged}");
         assert!(logged.contains("a transport warning"), "{logged}");
         assert!(logged.contains("internal-mcp is serving"), "{logged}");

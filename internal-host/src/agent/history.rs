@@ -461,25 +461,18 @@ mod tests {
         if let Some(TurnEvent::ToolCallFinished { outcome, .. }) = events.get_mut(3) {
             outcome.truncated = true;
         }
-        let mut conversation = Conversation {
-            system: Message::system("s"),
-            earlier: vec![turn_messages(&events)],
-            current: vec![Message::user("and the rest?")],
-            dropped_turns: 0,
+        let offered_within = |budget| {
+            let mut conversation = Conversation {
+                system: Message::system("s"),
+                earlier: vec![turn_messages(&events)],
+                current: vec![Message::user("and the rest?")],
+                dropped_turns: 0,
+            };
+            let (_, specs) = conversation.fit_with_tools(budget, &mut ToolSet::default());
+            specs.into_iter().map(|spec| spec.name).collect::<Vec<_>>()
         };
-        let mut tool_set = ToolSet::default();
-        let (_, specs) = conversation.fit_with_tools(100_000, &mut tool_set);
-        assert_eq!(offered_names(&specs), ["host__read_result"]);
-
+        assert_eq!(offered_within(100_000), ["host__read_result"]);
         // Dropped to fit, the result no longer points anywhere: nothing to offer.
-        let mut conversation = Conversation {
-            system: Message::system("s"),
-            earlier: vec![turn_messages(&events)],
-            current: vec![Message::user("and the rest?")],
-            dropped_turns: 0,
-        };
-        let mut tool_set = ToolSet::default();
-        let (_, specs) = conversation.fit_with_tools(40, &mut tool_set);
-        assert!(specs.is_empty(), "{:?}", offered_names(&specs));
+        assert!(offered_within(40).is_empty());
     }
 }

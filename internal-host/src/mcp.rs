@@ -6,8 +6,9 @@
 //! configured headers or as a fresh child process; always with the turn's correlation id (in an
 //! `X-Correlation-Id` header over HTTP). Every request is bounded by a timeout (connecting and
 //! listing tools by a shorter one than calls); a call that times out or whose future is dropped
-//! (the Stop button) is cancelled, and rmcp then sends the server `notifications/cancelled`. Tool errors (`isError`) are results the model reads; transport
-//! failures are [`Error::McpTransport`], shown apart.
+//! (the Stop button) is cancelled, and rmcp then sends the server `notifications/cancelled`. Tool
+//! errors (`isError`) are results the model reads; transport failures are
+//! [`Error::McpTransport`], shown apart.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -116,22 +117,23 @@ impl Authenticator {
         }
     }
 
-    /// Verifies the request's `Authorization: Bearer` credential, spends it when it is single-use
-    /// and the request acts, and puts the [`Caller`] it names in the request's extensions.
-    pub async fn admit(&self, request: Request) -> Result<Request, Refusal> {
-        let claims = self.verifier.verify(bearer_token(request.headers())?)?;
-        let mut request = if claims.once {
-            let (request, acts) = acts_with_credential(request).await?;
+    /// Verifies the `Authorization: Bearer` credential of the request `parts`, spends it when it
+    /// is single-use and the request acts (read from `body`, which comes back unchanged), and
+    /// puts the [`Caller`] it names in the request's extensions.
+    async fn admit(&self, parts: &mut Parts, body: Body) -> Result<Body, Refusal> {
+        let claims = self.verifier.verify(bearer_token(&parts.headers)?)?;
+        let body = if claims.once {
+            let (body, acts) = acts_with_credential(body).await?;
             if acts {
                 self.spend(&claims).await?;
             }
-            request
+            body
         } else {
-            request
+            body
         };
         let caller = self.caller(claims).await?;
-        request.extensions_mut().insert(caller);
-        Ok(request)
+        parts.extensions.insert(caller);
+        Ok(body)
     }
 
     /// Records a single-use credential's `jti`, refusing one already recorded. Kept until the
@@ -322,7 +324,7 @@ pub const SET_UP_METHODS: [&str; 7] = [
 /// Why a request was not admitted: a credential problem (401 with a challenge), or a body that
 /// could not be read to see whether it spends a single-use credential.
 #[derive(Debug)]
-pub enum Refusal {
+enum Refusal {
     Credential(Error),
     Body(Response),
 }
@@ -333,14 +335,13 @@ impl From<Error> for Refusal {
     }
 }
 
-/// Whether a request acts (and so spends a single-use credential), read from its JSON-RPC
-/// method. The body is read, up to the transport's own limit, and put back unchanged.
-async fn acts_with_credential(request: Request) -> Result<(Request, bool), Refusal> {
+/// Whether a request acts (and so spends a single-use credential), read from the JSON-RPC method
+/// in its `body`. The body is read, up to the transport's own limit, and given back unchanged.
+async fn acts_with_credential(body: Body) -> Result<(Body, bool), Refusal> {
     #[derive(Deserialize)]
     struct Message {
         method: String,
     }
-    let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -356,7 +357,7 @@ async fn acts_with_credential(request: Request) -> Result<(Request, bool), Refus
         })?;
     let sets_up = serde_json::from_slice::<Message>(&bytes)
         .is_ok_and(|message| SET_UP_METHODS.contains(&message.method.as_str()));
-    Ok((Request::from_parts(parts, Body::from(bytes)), !sets_up))
+    Ok((Body::from(bytes), !sets_up))
 }
 
 /// The axum middleware in front of every MCP endpoint: 401 unless the credential is valid, and the
@@ -366,11 +367,11 @@ pub async fn require_service_credential(
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path().to_owned();
-    match authenticator.admit(request).await {
-        Ok(request) => next.run(request).await,
+    let (mut parts, body) = request.into_parts();
+    match authenticator.admit(&mut parts, body).await {
+        Ok(body) => next.run(Request::from_parts(parts, body)).await,
         Err(Refusal::Credential(error)) => {
-            tracing::warn!(reason = %error, path = %path, "refused a request without a valid credential");
+            tracing::warn!(reason = %error, path = %parts.uri.path(), "refused a request without a valid credential");
             error.into_response()
         }
         Err(Refusal::Body(response)) => response,

@@ -39,7 +39,6 @@ async fn main() -> anyhow::Result<()> {
         if seed_scale != scale {
             continue;
         }
-        sqlx::query("ANALYZE").execute(&database.pool).await?;
         let token = report.organizations[0]
             .users
             .iter()

@@ -63,7 +63,6 @@ async fn main() -> anyhow::Result<()> {
         ..SeedOptions::new(until)
     };
     let report = seed::seed(&database.pool, &options).await?;
-    sqlx::query("ANALYZE").execute(&database.pool).await?;
     println!(
         "seed --scale {scale}: {} samples in {:.1} s",
         report.metric_samples,

@@ -39,11 +39,6 @@ impl InternalMcp {
         test_harness::give_role_a_login("internal_mcp_reader", READER_PASSWORD)
             .await
             .unwrap();
-        // Planner statistics, as autovacuum gathers them on a live database (the cost cap uses them).
-        sqlx::query("ANALYZE")
-            .execute(&database.pool)
-            .await
-            .unwrap();
         let options = &database.connect_options;
         let reader_url = format!(
             "postgres://internal_mcp_reader:{READER_PASSWORD}@{}:{}/{}",

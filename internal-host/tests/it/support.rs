@@ -32,7 +32,6 @@ pub async fn seeded_with(name: &str, options: SeedOptions) -> TestDatabase {
             .await
             .map_err(anyhow::Error::from)?;
         seed::seed(pool, &options).await?;
-        sqlx::query("ANALYZE").execute(pool).await?;
         sqlx::raw_sql(&bootstrap_sql(HOST_PASSWORD)?)
             .execute(pool)
             .await?;
